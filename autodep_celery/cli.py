@@ -1,0 +1,189 @@
+"""The `autodep` command: serve, web, worker, example-models.
+
+`serve` runs everything for one machine (embedded Redis unless a broker is configured, one Celery
+worker per model, gunicorn) and stops all of it on Ctrl-C or SIGTERM. `web` and `worker` exec one
+component each, for deployments that spread them over machines.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import os
+import signal
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from autodep_celery import config, embedded_redis, launch, processes
+from autodep_celery.config import ConfigError, Settings
+
+log = logging.getLogger("autodep")
+
+READY_TIMEOUT_S = 180.0
+"""How long `serve` waits for every model's worker to load and warm up."""
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", metavar="FILE", help="config.toml (default: $AUTODEP_CONFIG or ./config.toml)")
+    p.add_argument("--broker", metavar="URL", help="broker URL, e.g. redis://host:6379/0")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="autodep", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="serve models on this machine: redis, workers, web")
+    _common(serve)
+    serve.add_argument("models", nargs="*", metavar="MODEL.pt", help="TorchScript files to serve")
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+    serve.add_argument("--concurrency", type=int, help="pool processes per model worker")
+    serve.add_argument("--log-dir", metavar="DIR", help="write each process's log to a file here")
+
+    web = sub.add_parser("web", help="run the HTTP tier (gunicorn)")
+    _common(web)
+    web.add_argument("--host")
+    web.add_argument("--port", type=int)
+
+    worker = sub.add_parser("worker", help="run a Celery worker for some models")
+    _common(worker)
+    worker.add_argument("--models", help="comma-separated model names (default: all)")
+    worker.add_argument("--concurrency", type=int)
+    worker.add_argument("--pool", default="prefork")
+    worker.add_argument("--loglevel", default="INFO")
+
+    ex = sub.add_parser("example-models", help="write the example TorchScript models to DIR")
+    ex.add_argument("directory", metavar="DIR")
+    return parser
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    out: dict[str, dict[str, Any]] = {}
+    if getattr(args, "broker", None):
+        out.setdefault("broker", {})["url"] = args.broker
+    if getattr(args, "host", None):
+        out.setdefault("web", {})["host"] = args.host
+    if getattr(args, "port", None):
+        out.setdefault("web", {})["port"] = args.port
+    if getattr(args, "concurrency", None):
+        out.setdefault("worker", {})["concurrency"] = args.concurrency
+    return out
+
+
+def _settings(args: argparse.Namespace, model_paths: list[str] | None = None) -> Settings:
+    settings = config.load(args.config, overrides=_overrides(args), model_paths=model_paths)
+    config.check_model_files(settings)
+    return settings
+
+
+def _http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as resp:
+            return bool(resp.status == 200)
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+class _Stop(Exception):
+    pass
+
+
+def serve(args: argparse.Namespace) -> int:
+    settings = _settings(args, args.models)
+    if not settings.models:
+        raise ConfigError("nothing to serve: give MODEL.pt files or [[models]] in config.toml "
+                          "(`autodep example-models models` writes some)")
+    log_dir = Path(args.log_dir) if args.log_dir else None
+    if log_dir:
+        log_dir.mkdir(parents=True, exist_ok=True)
+    children: list[processes.Child] = []
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        raise _Stop(signal.Signals(signum).name)
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    try:
+        if not settings.broker.url:
+            workdir = Path(tempfile.mkdtemp(prefix="autodep-redis-"))
+            child, url = embedded_redis.start(workdir, log_path=log_dir / "redis.log" if log_dir else None)
+            children.append(child)
+            settings = dataclasses.replace(settings, broker=dataclasses.replace(settings.broker, url=url))
+            log.info("embedded Redis at %s (no broker configured)", url)
+        env = launch.child_env(settings)
+        for m in settings.models:
+            argv = launch.worker_argv(settings, [m.name])
+            children.append(processes.start(
+                f"worker {m.name}", argv, env=env,
+                log_path=log_dir / f"worker-{m.name}.log" if log_dir else None))
+        web = processes.start("web", launch.web_argv(), env=env,
+                              log_path=log_dir / "web.log" if log_dir else None)
+        children.append(web)
+        base = f"http://{settings.web.host}:{settings.web.port}"
+        processes.wait_until(lambda: _http_ok(base + "/health"), 60, "web", alive=web.alive)
+        processes.wait_until(lambda: _http_ok(base + "/ready"), READY_TIMEOUT_S,
+                             "model workers", interval_s=0.5, alive=web.alive)
+        names = ", ".join(m.name for m in settings.models)
+        print(f"autodep: serving {names} on {base}  (Ctrl-C stops)", flush=True)
+        while True:
+            for child in children:
+                if not child.alive():
+                    log.error("%s exited with code %s; stopping", child.name, child.proc.returncode)
+                    return 1
+            time.sleep(0.5)
+    except _Stop as stop:
+        log.info("%s: stopping %d processes", stop, len(children))
+        return 0
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        processes.stop_all(children)
+
+
+def web(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    env = launch.child_env(settings)
+    argv = launch.web_argv()
+    os.execve(argv[0], argv, env)
+    return 0  # pragma: no cover
+
+
+def worker(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    names = [n.strip() for n in args.models.split(",")] if args.models else [m.name for m in settings.models]
+    unknown = [n for n in names if settings.model(n) is None]
+    if unknown or not names:
+        known = ", ".join(m.name for m in settings.models) or "none"
+        raise ConfigError(f"unknown model(s) {', '.join(unknown) or '(none given)'}; configured: {known}")
+    argv = launch.worker_argv(settings, names, pool=args.pool, loglevel=args.loglevel)
+    os.execve(argv[0], argv, launch.child_env(settings))
+    return 0  # pragma: no cover
+
+
+def example_models(args: argparse.Namespace) -> int:
+    from worker.examples import write_example_models  # torch: only for this command
+
+    for name, path in write_example_models(Path(args.directory)).items():
+        print(f"{name}: {path}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    args = _parser().parse_args(argv)
+    handler = {"serve": serve, "web": web, "worker": worker, "example-models": example_models}
+    try:
+        return handler[args.command](args)
+    except (ConfigError, TimeoutError, RuntimeError) as exc:
+        print(f"autodep: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

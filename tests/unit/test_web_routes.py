@@ -1,0 +1,82 @@
+"""GET /workers*, /health and /ready, and the rule that the web tier never imports torch."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from autodep_celery.config import ModelSettings, Settings
+from web.app import create_app
+from web.testing import FakeDispatcher, proc
+
+pytestmark = pytest.mark.unit
+
+
+def client_for(fake, models=("m",)):
+    settings = Settings(models=tuple(ModelSettings(n, f"/tmp/{n}.pt") for n in models))
+    return create_app(settings, fake).test_client()
+
+
+PROCS = [proc("m", pid=1, state="Working", served=7), proc("m", pid=2, served=3)]
+
+
+def test_workers_lists_busy_processes():
+    assert client_for(FakeDispatcher(PROCS)).get("/workers").json == {"host/1": "Working"}
+
+
+def test_workers_status_lists_all():
+    r = client_for(FakeDispatcher(PROCS)).get("/workers/_status")
+    assert r.json == {"host/1": "Working", "host/2": "Idle"}
+
+
+def test_workers_info_shape():
+    r = client_for(FakeDispatcher(PROCS)).get("/workers/_info")
+    assert r.json == [
+        [{"worker": "host", "pid": 1, "models": ["m"], "cpu_percent": 0.0, "rss_bytes": 0}, 7],
+        [{"worker": "host", "pid": 2, "models": ["m"], "cpu_percent": 0.0, "rss_bytes": 0}, 3],
+    ]
+
+
+def test_workers_redis_down_is_503():
+    fake = FakeDispatcher(PROCS)
+    fake.error = "cannot reach Redis"
+    r = client_for(fake).get("/workers")
+    assert r.status_code == 503 and r.json["error"]["code"] == "broker_unavailable"
+
+
+def test_health_is_always_ok():
+    fake = FakeDispatcher([])
+    fake.error = "redis down"
+    r = client_for(fake).get("/health")
+    assert r.status_code == 200 and r.json == {"status": "ok"}
+
+
+def test_ready_when_every_model_has_a_worker():
+    r = client_for(FakeDispatcher(PROCS, models=["m"])).get("/ready")
+    assert r.status_code == 200 and r.json == {"status": "ready", "models": {"m": 2}}
+
+
+def test_not_ready_names_the_model_without_worker():
+    fake = FakeDispatcher([proc("a")], models=["a", "b"])
+    r = client_for(fake, models=("a", "b")).get("/ready")
+    assert r.status_code == 503
+    assert r.json["error"]["code"] == "not_ready" and "b" in r.json["error"]["message"]
+
+
+def test_not_ready_when_redis_unreachable():
+    fake = FakeDispatcher(PROCS, models=["m"])
+    fake.error = "cannot reach Redis at 127.0.0.1:1"
+    r = client_for(fake).get("/ready")
+    assert r.status_code == 503 and "127.0.0.1:1" in r.json["error"]["message"]
+
+
+def test_web_never_imports_torch():
+    code = (
+        "import sys, web.app, web.transport, web.dispatcher\n"
+        "web.app.create_app(web.app.config.Settings())\n"
+        "print('torch' in sys.modules, 'worker' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "False"]

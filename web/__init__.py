@@ -1,0 +1,6 @@
+"""The HTTP tier: a Flask app served by gunicorn (gthread), batching requests into Celery tasks.
+
+Entry points: ``web.wsgi:app`` (gunicorn, config in ``web.gunicorn_conf``) and
+:func:`web.app.create_app` (tests, `autodep serve`). Imports flow ``web -> autodep_celery``; this
+package must never import torch or ``worker``.
+"""

@@ -1,0 +1,323 @@
+"""Per-process batching: request threads hand items to one dispatcher thread that forms batches
+per model and sends them as Celery tasks; one collector thread resolves futures from the replies.
+
+Called by the /inference route through :class:`web.protocol.DispatcherProtocol`. Batching rules
+(DESIGN §2.1, adaptive): a model's batch is sent at once when nothing of that model is in flight
+from this process (so concurrency 1 pays no delay); otherwise when it holds ``max_batch_size``
+items or its first item has waited ``max_batch_delay_ms``. At most N batches per model are in
+flight, N = live ready worker processes of that model (at least 1); at the limit, items gather.
+Results come back through a per-process Redis list (``reply_to``), not Celery's result backend,
+so no thread ever shares a result-backend connection (DESIGN §2.2). Threads and connections start
+lazily in the process that uses them (after gunicorn forks). Must not import torch or Flask.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Future, InvalidStateError
+from dataclasses import dataclass, field
+from typing import Any
+
+from autodep_celery import contract, errors
+from autodep_celery.config import ModelSettings, Settings
+from autodep_celery.contract import Item
+from autodep_celery.status import ProcStatus, models_with_workers
+from web.protocol import Readiness, ReplySource, Sender, WorkerView
+
+log = logging.getLogger(__name__)
+
+REPLY_POLL_S = 1.0
+"""BLPOP timeout of the collector: how quickly it notices a stop request."""
+MAX_DRAIN = 1024
+"""Inbox messages handled before batches are re-evaluated, so a flood cannot starve sending."""
+_STOP = object()
+
+
+@dataclass
+class _Entry:
+    item: Item
+    future: Future[dict[str, Any]]
+    arrived: float
+    """Monotonic time the dispatcher received it; batch delay counts from the first entry."""
+
+
+@dataclass
+class _ModelState:
+    settings: ModelSettings
+    pending: deque[_Entry] = field(default_factory=deque)
+    in_flight: dict[str, float] = field(default_factory=dict)
+    """batch_id -> latest item deadline (wall clock); owned by the dispatcher thread only."""
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        settings: Settings,
+        sender: Sender,
+        replies: ReplySource,
+        view: WorkerView,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self._sender = sender
+        self._replies = replies
+        self._view = view
+        self._clock = clock
+        self._wall = wall
+        self._models = {m.name: m for m in settings.models}
+        self._recheck_s = max(0.05, settings.web.worker_check_interval_s)
+        self._pid: int | None = None
+        self._start_lock = threading.Lock()
+
+    # ---- lifecycle ---------------------------------------------------------------------------
+    def _ensure_started(self) -> None:
+        # Threads do not survive fork: (re)build everything in the process that submits.
+        if self._pid == os.getpid():
+            return
+        with self._start_lock:
+            if self._pid == os.getpid():
+                return
+            self._lock = threading.Lock()
+            self._inbox: queue.Queue[Any] = queue.Queue()
+            self._stop = threading.Event()
+            self._batches: dict[str, tuple[str, list[Future[dict[str, Any]]]]] = {}
+            self._outstanding: dict[str, int] = {}
+            self._states = {name: _ModelState(m) for name, m in self._models.items()}
+            self.reply_to = contract.reply_key(uuid.uuid4().hex)
+            self._threads = [
+                threading.Thread(target=self._dispatch_loop, name="autodep-dispatch", daemon=True),
+                threading.Thread(target=self._collect_loop, name="autodep-collect", daemon=True),
+            ]
+            for t in self._threads:
+                t.start()
+            self._pid = os.getpid()
+            log.debug("dispatcher started in pid %s, replies on %s", self._pid, self.reply_to)
+
+    def close(self, timeout_s: float = 2.0) -> None:
+        if self._pid != os.getpid():
+            return
+        self._stop.set()
+        self._inbox.put(_STOP)
+        for t in self._threads:
+            t.join(timeout_s)
+        self._pid = None
+
+    # ---- request threads ---------------------------------------------------------------------
+    def submit(self, model: str, item: Item) -> Future[dict[str, Any]]:
+        ms = self._models.get(model)
+        if ms is None:
+            raise errors.UnknownModel(f"unknown model {model!r}; served: {', '.join(self._models)}")
+        self._ensure_started()
+        with self._lock:
+            n = self._outstanding.get(model, 0)
+            if n >= ms.max_queue:
+                raise errors.Overloaded(
+                    f"model {model} already has {n} requests waiting in this web process "
+                    f"(max_queue={ms.max_queue}); retry later or add workers",
+                    retry_after_s=1,
+                )
+            self._outstanding[model] = n + 1
+        future: Future[dict[str, Any]] = Future()
+        future.add_done_callback(lambda _f: self._release(model))
+        self._inbox.put(("submit", model, _Entry(item, future, self._clock())))
+        return future
+
+    def _release(self, model: str) -> None:
+        with self._lock:
+            self._outstanding[model] = self._outstanding.get(model, 1) - 1
+
+    def outstanding(self, model: str) -> int:
+        with self._lock:
+            return self._outstanding.get(model, 0) if self._pid else 0
+
+    def has_worker(self, model: str) -> bool:
+        return model in models_with_workers(self._view.procs())
+
+    def procs(self, fresh: bool = False) -> list[ProcStatus]:
+        return self._view.procs(fresh)
+
+    def ready(self) -> Readiness:
+        try:
+            self._view.ping()
+            if self.settings.broker_url != self.settings.result_url:
+                self._sender.ping()
+            procs = self._view.procs(fresh=True)
+        except Exception as exc:  # any failure here means "not ready", with the reason
+            return Readiness({m: 0 for m in self._models}, error=str(exc))
+        counts = {m: sum(1 for p in procs if p.ready and m in p.models) for m in self._models}
+        return Readiness(counts)
+
+    # ---- dispatcher thread -------------------------------------------------------------------
+    def _dispatch_loop(self) -> None:
+        while True:
+            try:
+                msg = self._inbox.get(timeout=self._wait_s())
+            except queue.Empty:
+                msg = None
+            handled = 0
+            while msg is not None:
+                if msg is _STOP:
+                    return
+                self._handle(msg)
+                handled += 1
+                if handled >= MAX_DRAIN:
+                    break
+                try:
+                    msg = self._inbox.get_nowait()
+                except queue.Empty:
+                    msg = None
+            try:
+                self._expire()
+                self._flush()
+            except Exception:  # never let the one sending thread die
+                log.exception("dispatcher loop failed; continuing")
+
+    def _handle(self, msg: tuple[Any, ...]) -> None:
+        kind, model = msg[0], msg[1]
+        state = self._states[model]
+        if kind == "submit":
+            state.pending.append(msg[2])
+        elif kind == "done":
+            state.in_flight.pop(msg[2], None)
+
+    def _limit(self, model: str) -> int:
+        n = sum(1 for p in self._view.peek() if p.ready and model in p.models)
+        return max(1, n)
+
+    def _wait_s(self) -> float | None:
+        now, wall = self._clock(), self._wall()
+        waits: list[float] = []
+        for state in self._states.values():
+            waits.extend(deadline - wall for deadline in state.in_flight.values())
+            if not state.pending:
+                continue
+            if len(state.in_flight) >= self._limit(state.settings.name):
+                waits.append(self._recheck_s)  # the worker count may grow
+            else:
+                delay_s = state.settings.max_batch_delay_ms / 1000.0
+                waits.append(state.pending[0].arrived + delay_s - now)
+        return max(0.0, min(waits)) if waits else None
+
+    def _flush(self) -> None:
+        for name, state in self._states.items():
+            limit = self._limit(name)
+            ms = state.settings
+            while state.pending and len(state.in_flight) < limit:
+                full = len(state.pending) >= ms.max_batch_size
+                idle = not state.in_flight
+                waited = self._clock() - state.pending[0].arrived >= ms.max_batch_delay_ms / 1000.0
+                if not (full or idle or waited):
+                    break
+                self._send(state)
+
+    def _send(self, state: _ModelState) -> None:
+        ms = state.settings
+        entries: list[_Entry] = []
+        while state.pending and len(entries) < ms.max_batch_size:
+            entry = state.pending.popleft()
+            # False when the request thread already gave up (cancelled): drop it unsent.
+            if entry.future.set_running_or_notify_cancel():
+                entries.append(entry)
+        if not entries:
+            return
+        futures = [e.future for e in entries]
+        latest = max(float(e.item.get("deadline", 0.0)) for e in entries)
+        expires_s = latest - self._wall()
+        if expires_s <= 0:
+            _fail(futures, lambda: errors.DeadlineExceeded("deadline passed before sending"))
+            return
+        batch_id = uuid.uuid4().hex
+        batch = contract.make_batch(ms.name, batch_id, self.reply_to, [e.item for e in entries])
+        with self._lock:
+            self._batches[batch_id] = (ms.name, futures)
+        state.in_flight[batch_id] = latest
+        try:
+            self._sender.send(ms, batch, expires_s)
+        except Exception as exc:
+            log.warning("could not send a batch of %s to the broker: %s", ms.name, exc)
+            state.in_flight.pop(batch_id, None)
+            with self._lock:
+                self._batches.pop(batch_id, None)
+            message = (
+                f"could not send the request to the broker ({exc}); "
+                "check that the broker is running and broker.url is right"
+            )
+            _fail(futures, lambda: errors.BrokerUnavailable(message))
+
+    def _expire(self) -> None:
+        # A batch whose deadline passed frees its slot; a reply that still comes is dropped.
+        wall = self._wall()
+        for state in self._states.values():
+            for batch_id, deadline in list(state.in_flight.items()):
+                if deadline > wall:
+                    continue
+                del state.in_flight[batch_id]
+                with self._lock:
+                    entry = self._batches.pop(batch_id, None)
+                if entry is not None:
+                    _fail(
+                        entry[1],
+                        lambda: errors.DeadlineExceeded("the worker did not answer in time"),
+                    )
+
+    # ---- collector thread --------------------------------------------------------------------
+    def _collect_loop(self) -> None:
+        backoff_s = 0.1
+        while not self._stop.is_set():
+            try:
+                reply = self._replies.pop(self.reply_to, REPLY_POLL_S)
+            except Exception as exc:  # Redis down: keep the thread, retry with backoff
+                log.warning("reading replies failed (%s); retrying in %.1f s", exc, backoff_s)
+                self._stop.wait(backoff_s)
+                backoff_s = min(backoff_s * 2, 2.0)
+                continue
+            backoff_s = 0.1
+            if reply is not None:
+                try:
+                    self._resolve(reply)
+                except Exception:
+                    log.exception("could not apply a reply; dropped")
+
+    def _resolve(self, reply: dict[str, Any]) -> None:
+        batch_id = reply.get("batch_id") if isinstance(reply, dict) else None
+        with self._lock:
+            entry = self._batches.pop(batch_id, None) if isinstance(batch_id, str) else None
+        if entry is None:
+            log.debug("dropping a reply for unknown or expired batch %r", batch_id)
+            return
+        model, futures = entry
+        self._inbox.put(("done", model, batch_id))
+        results = reply.get("results")
+        if reply.get("ok") is False or not isinstance(results, list):
+            error = reply.get("error") if isinstance(reply.get("error"), dict) else {}
+            _fail(futures, lambda: errors.from_dict(error or {"message": "malformed reply"}))
+            return
+        if len(results) != len(futures):
+            message = f"worker answered {len(results)} results for {len(futures)} items"
+            _fail(futures, lambda: errors.AutodepError(message))
+            return
+        for future, result in zip(futures, results, strict=True):
+            try:
+                future.set_result(result)
+            except InvalidStateError:  # already failed or cancelled: a late answer
+                pass
+
+
+def _fail(futures: list[Future[dict[str, Any]]], make: Callable[[], Exception]) -> None:
+    # One exception object per future: waiting threads each raise (and mutate) their own.
+    for future in futures:
+        if future.done():
+            continue
+        try:
+            future.set_exception(make())
+        except InvalidStateError:  # cancelled meanwhile by its request thread
+            pass

@@ -1,0 +1,104 @@
+"""Check a B64Image payload cheaply in the web tier: strict base64, a real image header, the
+pixel limit and the declared height/width. The full decode happens in the worker.
+
+Called by :mod:`web.validation`. Uses Pillow's lazy ``Image.open`` (reads the header only).
+Must not import torch or Flask.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import re
+from typing import Any
+
+from PIL import Image
+
+from autodep_celery import errors
+
+_DATA_URL = re.compile(r"^data:[\w/+.-]*(;[\w=.-]+)*;base64,", re.IGNORECASE)
+_WHITESPACE = re.compile(r"\s+")
+
+
+def _invalid(code: str, message: str) -> errors.InvalidInput:
+    return errors.InvalidInput(message, code=code)
+
+
+def check_b64_image(value: Any, max_pixels: int) -> bytes:
+    """Return the image bytes of a ``{"image": b64, "height": h|null, "width": w|null}`` object."""
+    if not isinstance(value, dict):
+        raise _invalid(
+            "invalid_data",
+            'B64Image must be an object: {"image": "<base64>", "height": h, "width": w}',
+        )
+    extra = [k for k in value if k not in ("image", "height", "width")]
+    if extra:
+        raise _invalid(
+            "unknown_field", f"unknown B64Image field {extra[0]!r}; use image, height, width"
+        )
+    if "image" not in value:
+        raise _invalid("missing_field", 'B64Image needs "image": the base64 of a PNG/JPEG/... file')
+    declared = {k: _dimension(value, k) for k in ("height", "width")}
+    raw = decode_b64(value["image"])
+    width, height = image_size(raw, max_pixels)
+    for key, real in (("height", height), ("width", width)):
+        if declared[key] is not None and declared[key] != real:
+            raise _invalid(
+                "image_size_mismatch",
+                f"B64Image.{key} is {declared[key]} but the image is {width}x{height} (width x "
+                f"height); send {key} {real} or null",
+            )
+    return raw
+
+
+def _dimension(value: dict[str, Any], key: str) -> int | None:
+    dim = value.get(key)
+    if dim is None:
+        return None
+    if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
+        raise _invalid(
+            "invalid_image_size",
+            f"B64Image.{key} must be a positive whole number or null, not {dim!r}",
+        )
+    return dim
+
+
+def decode_b64(text: Any) -> bytes:
+    if not isinstance(text, str):
+        raise _invalid("invalid_base64", "B64Image.image must be a base64 string")
+    text = _WHITESPACE.sub("", _DATA_URL.sub("", text.lstrip(), count=1))
+    if not text:
+        raise _invalid("invalid_image", "B64Image.image is empty; send the base64 of an image file")
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise _invalid(
+            "invalid_base64",
+            f"B64Image.image is not valid base64 ({exc}); encode the file with standard base64 "
+            "(A-Z a-z 0-9 + /, padded with =)",
+        ) from None
+
+
+def image_size(raw: bytes, max_pixels: int) -> tuple[int, int]:
+    """(width, height) from the header; raises for non-images and images over `max_pixels`."""
+    try:
+        with Image.open(io.BytesIO(raw)) as img:
+            width, height = img.size
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise errors.ImageTooLarge(
+            f"the image has more pixels than Pillow allows; the limit is {max_pixels} pixels"
+        ) from None
+    except Exception:  # Pillow raises many types for garbage; all mean "not an image"
+        raise errors.InvalidImage(
+            "B64Image.image is not an image Pillow can read; send a PNG, JPEG, BMP, GIF, WebP or "
+            "TIFF file, base64-encoded"
+        ) from None
+    if width < 1 or height < 1:
+        raise errors.InvalidImage(f"the image has no pixels ({width}x{height})")
+    if width * height > max_pixels:
+        raise errors.ImageTooLarge(
+            f"the image is {width}x{height} = {width * height} pixels; the limit is {max_pixels} "
+            "(web.max_image_pixels); resize it first"
+        )
+    return width, height

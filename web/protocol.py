@@ -1,0 +1,83 @@
+"""The seams of the web tier: what a route needs from a dispatcher, and what a dispatcher needs
+from the outside world (a batch sender, a reply source, a view of the worker processes).
+
+Routes talk only to :class:`DispatcherProtocol`; the real :class:`web.dispatcher.Dispatcher` and
+the in-memory :class:`web.testing.FakeDispatcher` both implement it. Imports nothing heavy.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from autodep_celery.config import ModelSettings
+from autodep_celery.contract import Batch, Item
+from autodep_celery.status import ProcStatus
+
+
+@dataclass(frozen=True)
+class Readiness:
+    """What GET /ready reports: reachability of Redis/broker and ready workers per model."""
+
+    workers: dict[str, int] = field(default_factory=dict)
+    """Configured model name -> number of live, ready worker processes serving it."""
+    error: str | None = None
+    """Why Redis or the broker could not be reached, if it could not."""
+
+    @property
+    def ok(self) -> bool:
+        return (
+            self.error is None and bool(self.workers) and all(n > 0 for n in self.workers.values())
+        )
+
+
+class DispatcherProtocol(Protocol):
+    def submit(self, model: str, item: Item) -> Future[dict[str, Any]]:
+        """Queue one item; the future resolves to its per-item result dict (contract.ok_result /
+        error_result) or fails with an AutodepError. Raises Overloaded when the model's backlog in
+        this process is full."""
+        ...
+
+    def has_worker(self, model: str) -> bool:
+        """True when a live, ready worker process serves `model` (cached view).
+        Raises BrokerUnavailable when the worker status cannot be read."""
+        ...
+
+    def procs(self, fresh: bool = False) -> list[ProcStatus]:
+        """Live worker processes; `fresh` bypasses the cache. Raises BrokerUnavailable."""
+        ...
+
+    def ready(self) -> Readiness: ...
+
+
+class Sender(Protocol):
+    def send(self, model: ModelSettings, batch: Batch, expires_s: float) -> None:
+        """Publish one batch to the model's queue; raise on failure (broker down)."""
+        ...
+
+    def ping(self) -> None:
+        """Raise when the broker cannot be reached."""
+        ...
+
+
+class ReplySource(Protocol):
+    def pop(self, key: str, timeout_s: float) -> dict[str, Any] | None:
+        """Block up to `timeout_s` for the next reply pushed to `key`; None on timeout.
+        May raise (Redis down): the collector logs, backs off and retries."""
+        ...
+
+
+class WorkerView(Protocol):
+    def procs(self, fresh: bool = False) -> list[ProcStatus]:
+        """Live worker processes, refreshed at most every worker_check_interval_s unless `fresh`.
+        Raises BrokerUnavailable when the status cannot be read."""
+        ...
+
+    def peek(self) -> list[ProcStatus]:
+        """The last view read, without any I/O (for the dispatcher thread)."""
+        ...
+
+    def ping(self) -> None:
+        """Raise BrokerUnavailable when the status store (Redis) cannot be reached."""
+        ...

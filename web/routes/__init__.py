@@ -1,0 +1,22 @@
+"""Flask blueprints, one module per route group; registered by :func:`web.app.create_app`.
+
+Routes reach settings and the dispatcher through :func:`state` (``app.extensions``), never
+through globals, so several apps (tests) can live in one process.
+"""
+
+from __future__ import annotations
+
+from flask import current_app
+
+from autodep_celery.config import Settings
+from web.protocol import DispatcherProtocol
+
+EXTENSION = "autodep"
+
+
+def settings() -> Settings:
+    return current_app.extensions[EXTENSION]["settings"]  # type: ignore[no-any-return]
+
+
+def dispatcher() -> DispatcherProtocol:
+    return current_app.extensions[EXTENSION]["dispatcher"]  # type: ignore[no-any-return]

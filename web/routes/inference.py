@@ -1,0 +1,57 @@
+"""POST /inference (Autodep's API): validate, hand one item to the dispatcher, wait for its
+result until the request's deadline. Must not import torch.
+"""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import TimeoutError as FutureTimeout
+
+import orjson
+from flask import Blueprint, Response, request
+
+from autodep_celery import errors
+from web import routes
+from web.responses import inference_body, json_response
+from web.validation import parse_inference
+
+bp = Blueprint("inference", __name__)
+
+JSON_TYPES = ("", "application/json", "text/plain")
+
+
+@bp.post("/inference")
+def inference() -> Response:
+    settings = routes.settings()
+    mimetype = request.mimetype
+    if mimetype not in JSON_TYPES and not mimetype.endswith("+json"):
+        raise errors.ClientError(
+            f"Content-Type {mimetype} is not supported; send the body as JSON with "
+            "Content-Type: application/json (images base64-encoded in data.B64Image.image)",
+            code="unsupported_media_type",
+            http_status=415,
+        )
+    try:
+        body = orjson.loads(request.get_data(cache=False))
+    except orjson.JSONDecodeError as exc:
+        raise errors.InvalidJSON(f"the body is not valid JSON: {exc}") from None
+    timeout_s = settings.web.request_timeout_s
+    deadline = time.time() + timeout_s
+    parsed = parse_inference(body, settings, deadline)
+    name = parsed.model.name
+    dispatcher = routes.dispatcher()
+    if not dispatcher.has_worker(name):
+        raise errors.NoWorker(
+            f"no worker is ready for model {name}; start one (autodep worker --models {name}) "
+            "or wait for it to finish loading"
+        )
+    future = dispatcher.submit(name, parsed.item)
+    try:
+        result = future.result(timeout=max(0.0, deadline - time.time()))
+    except FutureTimeout:
+        future.cancel()  # if still unsent, it is never sent; a late reply is dropped
+        raise errors.DeadlineExceeded(
+            f"model {name} did not answer within {timeout_s:g} s (web.request_timeout_s); "
+            "the workers are busy or slow: retry later, add workers or raise the timeout"
+        ) from None
+    return json_response(inference_body(result))

@@ -1,0 +1,44 @@
+"""GET /workers, /workers/_status, /workers/_info (Autodep's API) from the worker status hash.
+Must not import torch.
+"""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response
+
+from web import routes
+from web.responses import json_response
+
+bp = Blueprint("workers", __name__)
+
+
+@bp.get("/workers")
+def busy() -> Response:
+    procs = routes.dispatcher().procs(fresh=True)
+    return json_response({p.key: "Working" for p in procs if p.state == "Working"})
+
+
+@bp.get("/workers/_status")
+def all_status() -> Response:
+    procs = routes.dispatcher().procs(fresh=True)
+    return json_response({p.key: "Working" if p.state == "Working" else "Idle" for p in procs})
+
+
+@bp.get("/workers/_info")
+def info() -> Response:
+    procs = routes.dispatcher().procs(fresh=True)
+    return json_response(
+        [
+            [
+                {
+                    "worker": p.worker,
+                    "pid": p.pid,
+                    "models": list(p.models),
+                    "cpu_percent": p.cpu_percent,
+                    "rss_bytes": p.rss_bytes,
+                },
+                p.served,
+            ]
+            for p in procs
+        ]
+    )

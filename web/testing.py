@@ -1,0 +1,166 @@
+"""In-memory stand-ins for tests (dramatiq's StubBroker idea): a FakeDispatcher with the same
+protocol as the real one, fake sender / reply source / worker view to drive the real Dispatcher
+without Redis, and a tiny image builder. Used by tests/unit; never by production code.
+"""
+
+from __future__ import annotations
+
+import io
+import queue
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
+from typing import Any
+
+from PIL import Image
+
+from autodep_celery import contract, errors
+from autodep_celery.config import ModelSettings
+from autodep_celery.contract import Batch, Item
+from autodep_celery.status import ProcStatus
+from web.protocol import Readiness
+
+Handler = Callable[[str, Item], "dict[str, Any] | Exception | None"]
+
+
+def png_bytes(
+    width: int = 4, height: int = 3, color: tuple[int, int, int] = (200, 10, 10)
+) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (width, height), color).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def proc(
+    model: str, pid: int = 1, *, ready: bool = True, state: str = "Idle", served: int = 0
+) -> ProcStatus:
+    return ProcStatus(
+        worker="host",
+        pid=pid,
+        models=[model],
+        queues=[f"autodep.{model}"],
+        state=state,
+        served=served,
+        ready=ready,
+    )
+
+
+def canned_result(model: str, item: Item) -> dict[str, Any]:
+    """A plausible worker answer for `item`: classification, echoed image, echoed text."""
+    if item["kind"] == "text":
+        return contract.ok_result({"Text": item["text"]}, 1_500_000_000)
+    if item["task"] == "ImageToImage":
+        with Image.open(io.BytesIO(item["image"])) as img:
+            w, h = img.size
+        return contract.ok_result(
+            {"B64Image": {"image": item["image"], "height": h, "width": w}}, 7
+        )
+    labels = [{"probability": 0.5 / (i + 1), "label": f"class{i}"} for i in range(10)]
+    return contract.ok_result({"Classification": labels[: item.get("top_n", 5)]}, 1234)
+
+
+class FakeDispatcher:
+    """Answers at once with `handler(model, item)`: a result dict, an exception to fail the
+    future with, or None to never answer (to test deadlines)."""
+
+    def __init__(
+        self,
+        procs: list[ProcStatus] | None = None,
+        handler: Handler = canned_result,
+        models: list[str] | None = None,
+    ):
+        self.view = list(procs or [])
+        self.models = models
+        """Configured model names for ready(); default: the models of `procs`."""
+        self.handler = handler
+        self.submitted: list[tuple[str, Item]] = []
+        self.overloaded = False
+        self.error: str | None = None
+
+    def submit(self, model: str, item: Item) -> Future[dict[str, Any]]:
+        if self.overloaded:
+            raise errors.Overloaded(f"model {model} is overloaded", retry_after_s=2)
+        self.submitted.append((model, item))
+        future: Future[dict[str, Any]] = Future()
+        answer = self.handler(model, item)
+        if isinstance(answer, Exception):
+            future.set_exception(answer)
+        elif answer is not None:
+            future.set_result(answer)
+        return future
+
+    def has_worker(self, model: str) -> bool:
+        return any(p.ready and model in p.models for p in self.procs())
+
+    def procs(self, fresh: bool = False) -> list[ProcStatus]:
+        if self.error:
+            raise errors.BrokerUnavailable(self.error)
+        return list(self.view)
+
+    def ready(self) -> Readiness:
+        if self.error:
+            return Readiness({}, error=self.error)
+        models = (
+            self.models if self.models is not None else {m for p in self.view for m in p.models}
+        )
+        return Readiness(
+            {m: sum(1 for p in self.view if p.ready and m in p.models) for m in models}
+        )
+
+
+class RecordingSender:
+    """Records sent batches; `fail` makes the next sends raise like a dead broker."""
+
+    def __init__(self) -> None:
+        self.batches: list[Batch] = []
+        self.expires: list[float] = []
+        self.fail: Exception | None = None
+        self.sent = threading.Condition()
+
+    def send(self, model: ModelSettings, batch: Batch, expires_s: float) -> None:
+        if self.fail is not None:
+            raise self.fail
+        with self.sent:
+            self.batches.append(batch)
+            self.expires.append(expires_s)
+            self.sent.notify_all()
+
+    def wait_for(self, n: int, timeout_s: float = 2.0) -> list[Batch]:
+        with self.sent:
+            if not self.sent.wait_for(lambda: len(self.batches) >= n, timeout_s):
+                raise AssertionError(f"expected {n} batches, got {len(self.batches)}")
+            return list(self.batches)
+
+    def ping(self) -> None:
+        if self.fail is not None:
+            raise self.fail
+
+
+class QueueReplySource:
+    """Replies put by the test are handed to the collector; key is ignored."""
+
+    def __init__(self) -> None:
+        self.replies: queue.Queue[dict[str, Any] | Exception] = queue.Queue()
+
+    def pop(self, key: str, timeout_s: float) -> dict[str, Any] | None:
+        try:
+            reply = self.replies.get(timeout=min(timeout_s, 0.05))
+        except queue.Empty:
+            return None
+        if isinstance(reply, Exception):
+            raise reply
+        return reply
+
+
+class StaticView:
+    def __init__(self, procs: list[ProcStatus] | None = None) -> None:
+        self.view = list(procs or [])
+
+    def procs(self, fresh: bool = False) -> list[ProcStatus]:
+        return list(self.view)
+
+    def peek(self) -> list[ProcStatus]:
+        return self.view
+
+    def ping(self) -> None:
+        return None

@@ -1,0 +1,191 @@
+"""State of one worker process that runs batches: settings, registry, Redis client, status.
+
+worker.signals starts it in each pool child after fork (or once in the worker process for pools
+without children); worker.tasks uses it for every batch. The Redis client and the heartbeat
+thread are created here, after fork, so no socket or thread crosses a fork. Imports torch only
+through worker.registry; no Celery.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgpack
+import psutil
+import redis
+
+from autodep_celery import contract, status
+from autodep_celery.config import Settings
+from worker.registry import Registry
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    hostname: str
+    models: list[str]
+    """Models this process serves (from its worker's queues); preloaded at start."""
+    queues: list[str] = field(default_factory=list)
+    registry: Registry = field(init=False)
+    pid: int = field(default_factory=os.getpid)
+    inflight: int = 0
+
+    def __post_init__(self) -> None:
+        self.registry = Registry(self.settings)
+        self.status = status.ProcStatus(
+            worker=self.hostname,
+            pid=self.pid,
+            models=list(self.models),
+            queues=list(self.queues),
+            heartbeat_s=self.settings.worker.heartbeat_interval_s,
+        )
+        self._lock = threading.Lock()
+        self._redis: redis.Redis | None = None
+        self._stop = threading.Event()
+        self._heartbeat: threading.Thread | None = None
+        self._proc = psutil.Process(self.pid)
+        self._proc.cpu_percent(None)  # the first reading is always 0: start the interval now
+
+    @property
+    def worker_id(self) -> str:
+        return contract.process_id(self.hostname, self.pid)
+
+    def client(self) -> redis.Redis | None:
+        """This process's client for results and status, or None without a Redis result URL."""
+        if self._redis is None and self.settings.result_url:
+            self._redis = redis.Redis.from_url(
+                self.settings.result_url, socket_timeout=10, socket_connect_timeout=5
+            )
+        return self._redis
+
+    def load(self) -> None:
+        """Preload and warm up this process's models, then announce it as ready.
+
+        Models past worker.max_loaded_models load on their first batch (LRU); they are announced
+        too. A model that failed to load is not, so the web answers 503 instead of queueing.
+        """
+        ready = self.registry.preload(self.models)
+        failed = set(self.registry.failed_names())
+        with self._lock:
+            self.status.models = [m for m in self.models if m in ready or m not in failed]
+            self.status.ready = True
+        self.write_status()
+
+    def start_heartbeat(self) -> None:
+        self._heartbeat = threading.Thread(target=self._beat, name="autodep-heartbeat", daemon=True)
+        self._heartbeat.start()
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.settings.worker.heartbeat_interval_s):
+            self.write_status()
+
+    def _snapshot(self) -> None:
+        try:
+            self.status.cpu_percent = float(self._proc.cpu_percent(None))
+            self.status.rss_bytes = int(self._proc.memory_info().rss)
+        except psutil.Error:
+            pass
+
+    def write_status(self, pipe: Any = None) -> None:
+        """Refresh this process's record; into `pipe` when given (the caller executes it)."""
+        client = pipe if pipe is not None else self.client()
+        if client is None:
+            return
+        with self._lock:
+            if self._stop.is_set():
+                return  # removed on shutdown: a late heartbeat must not bring the record back
+            self._snapshot()
+            self.status.state = "Working" if self.inflight else "Idle"
+            try:
+                status.write(client, self.status)
+            except redis.RedisError as exc:
+                log.warning("cannot write worker status: %s", exc)
+
+    def begin(self, batch_id: str) -> int:
+        """Mark this process Working and count the delivery; returns the attempt number."""
+        with self._lock:
+            self.inflight += 1
+        client = self.client()
+        if client is None:
+            return 1
+        try:
+            pipe = client.pipeline(transaction=False)
+            pipe.incr(contract.attempts_key(batch_id))
+            pipe.expire(contract.attempts_key(batch_id), contract.ATTEMPTS_TTL_S)
+            self.write_status(pipe)
+            return int(pipe.execute()[0])
+        except redis.RedisError as exc:
+            # Counting is a guard against poison batches; a Redis hiccup must not fail the work.
+            log.warning("cannot count attempts of batch %s: %s", batch_id, exc)
+            return 1
+
+    def finish(
+        self, batch_id: str, reply: dict[str, Any], reply_to: str | None, served: int
+    ) -> None:
+        """Push the reply to `reply_to`, forget the attempts and mark this process Idle."""
+        with self._lock:
+            self.inflight = max(0, self.inflight - 1)
+            self.status.served += served
+        client = self.client()
+        if client is None:
+            if reply_to:
+                log.warning("no Redis result URL: cannot push the reply of batch %s", batch_id)
+            return
+        try:
+            pipe = client.pipeline(transaction=False)
+            if reply_to:
+                pipe.rpush(reply_to, msgpack.packb(reply, use_bin_type=True))
+                pipe.expire(reply_to, contract.REPLY_TTL_S)
+            pipe.delete(contract.attempts_key(batch_id))
+            self.write_status(pipe)
+            pipe.execute()
+        except redis.RedisError as exc:
+            log.error("cannot push the reply of batch %s to %s: %s", batch_id, reply_to, exc)
+
+    def stop(self) -> None:
+        """Stop the heartbeat and remove this process's record."""
+        client = self.client()
+        with self._lock:
+            self._stop.set()
+            if client is None:
+                return
+            try:
+                status.remove(client, self.status)
+            except redis.RedisError as exc:
+                log.warning("cannot remove worker status: %s", exc)
+
+
+_current: Runtime | None = None
+_current_lock = threading.Lock()
+
+
+def current() -> Runtime | None:
+    """The runtime of this process (None in a prefork parent or before start)."""
+    if _current is not None and _current.pid == os.getpid():
+        return _current
+    return None
+
+
+def install(runtime: Runtime) -> Runtime:
+    global _current
+    with _current_lock:
+        _current = runtime
+    return runtime
+
+
+def ensure(settings: Settings, hostname: str, models: list[str]) -> Runtime:
+    """The current runtime, or a lazily loading one when no signal started it."""
+    global _current
+    with _current_lock:
+        rt = current()
+        if rt is None:
+            rt = Runtime(settings=settings, hostname=hostname, models=models)
+            rt.status.ready = True  # models load on their first batch
+            _current = rt
+        return rt

@@ -1,0 +1,140 @@
+"""Celery signal handlers that give each worker process its models, threads and status record.
+
+Imported by worker.tasks, so the handlers connect when the worker imports its task modules.
+Order in a prefork worker (celery 5.7): ``worker_init`` and ``celeryd_after_setup`` run in the
+parent before the pool forks (hostname, concurrency and ``-Q`` queues are known there); then
+``worker_process_init`` runs in each child, which loads and warms up the models. The parent never
+runs a forward pass: that hangs multi-threaded children (DESIGN §2.3). The solo pool sends
+``worker_process_init`` in the worker process itself; the threads pool sends nothing per process,
+so ``worker_ready`` loads the models there.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from celery import Celery, signals
+
+from autodep_celery.celery_app import settings_of
+from autodep_celery.config import Settings, queue_name
+from worker import runtime
+
+log = logging.getLogger(__name__)
+
+@dataclass
+class WorkerContext:
+    """What the worker parent knows before forking; children inherit it."""
+
+    app: Celery | None = None
+    hostname: str = ""
+    concurrency: int = 1
+    queues: list[str] = field(default_factory=list)
+    parent_pid: int = 0
+    pool: str = ""
+
+
+_ctx = WorkerContext()
+
+
+def served_models(settings: Settings, queues: list[str]) -> list[str]:
+    """Models whose queue is consumed; every configured model when no queue is known."""
+    if not queues:
+        return [m.name for m in settings.models]
+    names = set(queues)
+    return [m.name for m in settings.models if queue_name(m.name) in names]
+
+
+def _remember(worker: Any) -> None:
+    app = worker.app
+    _ctx.app = app
+    _ctx.hostname = worker.hostname
+    _ctx.parent_pid = os.getpid()
+    pool = worker.pool_cls  # a name ("solo") at worker_init, a class from then on
+    _ctx.pool = pool if isinstance(pool, str) else pool.__module__
+    concurrency = worker.concurrency
+    _ctx.concurrency = concurrency if isinstance(concurrency, int) and concurrency > 0 else 1
+    _ctx.queues = sorted(app.amqp.queues.consume_from.keys())
+
+
+@signals.worker_init.connect
+def _on_worker_init(sender: Any = None, **_: Any) -> None:
+    _remember(sender)
+
+
+@signals.celeryd_after_setup.connect
+def _on_after_setup(sender: Any = None, instance: Any = None, **_: Any) -> None:
+    # Runs after "auto" concurrency is resolved, still before the pool forks.
+    _remember(instance)
+    models = served_models(settings_of(instance.app), _ctx.queues)
+    log.info(
+        "autodep worker %s (%s pool, concurrency %d) serving %s",
+        _ctx.hostname,
+        _ctx.pool.rsplit(".", 1)[-1],
+        _ctx.concurrency,
+        ", ".join(models) or "no configured model",
+    )
+
+
+def start_process(processes_per_host: int) -> runtime.Runtime | None:
+    """Set torch threads, load the models and start the heartbeat in this process."""
+    if runtime.current() is not None or _ctx.app is None:
+        return runtime.current()
+    settings = settings_of(_ctx.app)
+    cores = os.cpu_count() or 1
+    torch.set_num_threads(max(1, cores // max(1, processes_per_host)))
+    try:
+        torch.set_num_interop_threads(1)
+    except RuntimeError:  # only allowed before any inter-op work started in this process
+        pass
+    rt = runtime.install(
+        runtime.Runtime(
+            settings=settings,
+            hostname=_ctx.hostname,
+            models=served_models(settings, _ctx.queues),
+            queues=list(_ctx.queues),
+        )
+    )
+    rt.write_status()  # visible (not ready) while loading
+    rt.load()
+    rt.start_heartbeat()
+    log.info(
+        "process %s ready with %s (%d torch threads)",
+        rt.worker_id,
+        ", ".join(rt.status.models) or "no model",
+        torch.get_num_threads(),
+    )
+    return rt
+
+
+@signals.worker_process_init.connect
+def _on_process_init(sender: Any = None, **_: Any) -> None:
+    if sender and not _ctx.hostname:
+        _ctx.hostname = str(sender)
+    in_child = os.getpid() != _ctx.parent_pid
+    # A prefork child shares the cores with its siblings; the solo pool runs alone.
+    start_process(_ctx.concurrency if in_child else 1)
+
+
+@signals.worker_ready.connect
+def _on_worker_ready(sender: Any = None, **_: Any) -> None:
+    if "prefork" in _ctx.pool or os.getpid() != _ctx.parent_pid:
+        return  # models live in the children, never in the prefork parent
+    start_process(1)
+
+
+@signals.worker_process_shutdown.connect
+def _on_process_shutdown(**_: Any) -> None:
+    rt = runtime.current()
+    if rt is not None:
+        rt.stop()
+
+
+@signals.worker_shutdown.connect
+def _on_worker_shutdown(**_: Any) -> None:
+    rt = runtime.current()  # solo and threads pools: the worker process itself
+    if rt is not None:
+        rt.stop()
