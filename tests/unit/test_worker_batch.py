@@ -69,7 +69,7 @@ def png(width: int, height: int, seed: int = 0) -> bytes:
     g = torch.Generator().manual_seed(seed)
     pixels = (torch.rand(height, width, 3, generator=g) * 255).to(torch.uint8)
     buf = io.BytesIO()
-    Image.frombytes("RGB", (width, height), pixels.numpy().tobytes()).save(buf, format="PNG")
+    Image.frombytes("RGB", (width, height), bytes(pixels.flatten().tolist())).save(buf, format="PNG")
     return buf.getvalue()
 
 
