@@ -31,5 +31,9 @@ unit: install
 integration: install
 	$(BIN)/python -m pytest tests/integration
 
+bench: install
+	$(BIN)/python -m pip install --quiet -e '.[bench]'
+	$(BIN)/autodep bench
+
 clean:
 	rm -rf $(VENV) models build *.egg-info .pytest_cache

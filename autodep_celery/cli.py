@@ -60,6 +60,8 @@ def _parser() -> argparse.ArgumentParser:
 
     ex = sub.add_parser("example-models", help="write the example TorchScript models to DIR")
     ex.add_argument("directory", metavar="DIR")
+    sub.add_parser("bench", add_help=False,
+                   help="benchmark: in-process limit vs served vs FastAPI (autodep bench --help)")
     return parser
 
 
@@ -176,6 +178,11 @@ def example_models(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["bench"]:  # bench has its own parser; import it (torch, wrk) only when asked
+        from bench.cli import main as bench_main
+
+        return bench_main(argv[1:])
     args = _parser().parse_args(argv)
     handler = {"serve": serve, "web": web, "worker": worker, "example-models": example_models}
     try:

@@ -6,13 +6,20 @@ it as `uvicorn bench.baseline_fastapi:app --workers 2`; each worker process load
 of the model from $BENCH_MODEL with $BENCH_TORCH_THREADS torch threads, then touches a file in
 $BENCH_READY_DIR so the benchmark knows every worker is ready. A plain `def` endpoint: FastAPI
 runs it in its thread pool, which is what most such servers do.
+
+One deliberate difference from a naive server: TCP_NODELAY is restored on accepted connections
+(see _nodelay_for_prebound_sockets); without it, uvicorn --workers N on Linux adds ~40 ms to
+every keep-alive request, and the baseline would lose for a reason that has nothing to do
+with serving models.
 """
 
 from __future__ import annotations
 
+import asyncio.base_events
 import base64
 import binascii
 import os
+import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -24,6 +31,20 @@ from autodep_celery import errors
 from autodep_celery.config import IMAGENET_MEAN, IMAGENET_STD, WebSettings
 from worker import processing
 
+
+def _nodelay_for_prebound_sockets() -> None:
+    """uvicorn --workers N binds its listener with proto 0; asyncio then skips TCP_NODELAY on
+    accepted sockets (it checks proto == IPPROTO_TCP), so Nagle + delayed ACK cost ~40 ms per
+    keep-alive request (Kludex/uvicorn#3149, open for uvicorn 0.54). Set it for any TCP socket."""
+
+    def set_nodelay(sock: socket.socket) -> None:
+        if sock.family in (socket.AF_INET, socket.AF_INET6) and sock.type == socket.SOCK_STREAM:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    asyncio.base_events._set_nodelay = set_nodelay  # type: ignore[attr-defined]
+
+
+_nodelay_for_prebound_sockets()
 MODEL_PATH = os.environ.get("BENCH_MODEL", "")
 MAX_PIXELS = WebSettings().max_image_pixels
 

@@ -9,6 +9,7 @@ exact code the worker runs per batch. Imports torch and worker.processing.
 
 from __future__ import annotations
 
+import functools
 import multiprocessing as mp
 import time
 from collections.abc import Callable, Sequence
@@ -58,10 +59,10 @@ def _child(model_path: str, image: bytes, top_n: int, threads: int, batch_sizes:
     torch.set_num_threads(threads)
     module = torch.jit.load(model_path, map_location="cpu").eval()
     for size in batch_sizes:
-        images = [image] * size
-        _loop(lambda: run_pipeline(module, images, top_n), warmup_s)
+        step = functools.partial(run_pipeline, module, [image] * size, top_n)
+        _loop(step, warmup_s)
         barrier.wait(BARRIER_TIMEOUT_S)  # every process measures the same window
-        calls, seconds = _loop(lambda: run_pipeline(module, images, top_n), duration_s)
+        calls, seconds = _loop(step, duration_s)
         results.put((size, calls * size, seconds))
 
 

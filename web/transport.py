@@ -71,6 +71,9 @@ class CelerySender:
             routing_key=model.queue,
             ignore_result=True,
             expires=expires_s,
+            # Celery would saferepr() the whole batch (image bytes included) for monitoring
+            argsrepr=f"<batch of {len(batch['items'])} for {model.name}>",
+            kwargsrepr="{}",
             retry=True,
             retry_policy=SEND_RETRY_POLICY,
         )

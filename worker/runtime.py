@@ -92,23 +92,32 @@ class Runtime:
         except psutil.Error:
             pass
 
-    def write_status(self, pipe: Any = None) -> None:
-        """Refresh this process's record; into `pipe` when given (the caller executes it)."""
+    def write_status(self, pipe: Any = None, snapshot: bool = True) -> None:
+        """Refresh this process's record; into `pipe` when given (the caller executes it).
+
+        CPU and RSS are read (from /proc) by the heartbeat only; per-batch writes just flip
+        the state.
+        """
         client = pipe if pipe is not None else self.client()
         if client is None:
             return
         with self._lock:
             if self._stop.is_set():
                 return  # removed on shutdown: a late heartbeat must not bring the record back
-            self._snapshot()
+            if snapshot:
+                self._snapshot()
             self.status.state = "Working" if self.inflight else "Idle"
             try:
                 status.write(client, self.status)
             except redis.RedisError as exc:
                 log.warning("cannot write worker status: %s", exc)
 
-    def begin(self, batch_id: str) -> int:
-        """Mark this process Working and count the delivery; returns the attempt number."""
+    def begin(self, batch_id: str, redelivered: bool = False) -> int:
+        """Mark this process Working; returns the attempt number of this delivery.
+
+        Deliveries are counted in Redis only once the broker redelivers a batch (its worker
+        died), so the normal path costs one write, not a counter round trip per batch.
+        """
         with self._lock:
             self.inflight += 1
         client = self.client()
@@ -116,17 +125,24 @@ class Runtime:
             return 1
         try:
             pipe = client.pipeline(transaction=False)
-            pipe.incr(contract.attempts_key(batch_id))
-            pipe.expire(contract.attempts_key(batch_id), contract.ATTEMPTS_TTL_S)
-            self.write_status(pipe)
-            return int(pipe.execute()[0])
+            if redelivered:
+                pipe.incr(contract.attempts_key(batch_id))
+                pipe.expire(contract.attempts_key(batch_id), contract.ATTEMPTS_TTL_S)
+            self.write_status(pipe, snapshot=False)
+            result = pipe.execute()
+            return 1 + int(result[0]) if redelivered else 1
         except redis.RedisError as exc:
             # Counting is a guard against poison batches; a Redis hiccup must not fail the work.
             log.warning("cannot count attempts of batch %s: %s", batch_id, exc)
             return 1
 
     def finish(
-        self, batch_id: str, reply: dict[str, Any], reply_to: str | None, served: int
+        self,
+        batch_id: str,
+        reply: dict[str, Any],
+        reply_to: str | None,
+        served: int,
+        redelivered: bool = False,
     ) -> None:
         """Push the reply to `reply_to`, forget the attempts and mark this process Idle."""
         with self._lock:
@@ -142,8 +158,9 @@ class Runtime:
             if reply_to:
                 pipe.rpush(reply_to, msgpack.packb(reply, use_bin_type=True))
                 pipe.expire(reply_to, contract.REPLY_TTL_S)
-            pipe.delete(contract.attempts_key(batch_id))
-            self.write_status(pipe)
+            if redelivered:
+                pipe.delete(contract.attempts_key(batch_id))
+            self.write_status(pipe, snapshot=False)
             pipe.execute()
         except redis.RedisError as exc:
             log.error("cannot push the reply of batch %s to %s: %s", batch_id, reply_to, exc)

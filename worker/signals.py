@@ -60,6 +60,17 @@ def _remember(worker: Any) -> None:
     _ctx.queues = sorted(app.amqp.queues.consume_from.keys())
 
 
+PER_TASK_LOGGERS = ("celery.app.trace", "celery.worker.strategy")
+"""Celery logs every task received and succeeded (with a repr of its result) at INFO: at
+thousands of batches a second that is most of a worker's own CPU. Shown with --loglevel DEBUG."""
+
+
+def _quiet_task_logs() -> None:
+    if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
+        for name in PER_TASK_LOGGERS:
+            logging.getLogger(name).setLevel(logging.WARNING)
+
+
 @signals.worker_init.connect
 def _on_worker_init(sender: Any = None, **_: Any) -> None:
     _remember(sender)
@@ -69,6 +80,7 @@ def _on_worker_init(sender: Any = None, **_: Any) -> None:
 def _on_after_setup(sender: Any = None, instance: Any = None, **_: Any) -> None:
     # Runs after "auto" concurrency is resolved, still before the pool forks.
     _remember(instance)
+    _quiet_task_logs()
     models = served_models(settings_of(instance.app), _ctx.queues)
     log.info(
         "autodep worker %s (%s pool, concurrency %d) serving %s",

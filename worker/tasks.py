@@ -48,8 +48,9 @@ def infer(self: Any, batch: dict[str, Any]) -> dict[str, Any]:
     served = len(items) if isinstance(items, list) else 0
     rt = _runtime(self.app)
     worker = rt.worker_id
+    redelivered = bool((self.request.delivery_info or {}).get("redelivered"))
     try:
-        attempts = rt.begin(batch_id)
+        attempts = rt.begin(batch_id, redelivered)
         if attempts > rt.settings.worker.max_attempts:
             reply = contract.batch_error_reply(batch_id, worker, _worker_lost(attempts).to_dict())
         elif not isinstance(batch, dict):
@@ -62,5 +63,5 @@ def infer(self: Any, batch: dict[str, Any]) -> dict[str, Any]:
         log.exception("batch %s of model %s failed", batch_id, model)
         internal = errors.AutodepError("the worker failed to compute this batch; see its log")
         reply = contract.batch_error_reply(batch_id, worker, internal.to_dict())
-    rt.finish(batch_id, reply, reply_to if isinstance(reply_to, str) else None, served)
+    rt.finish(batch_id, reply, reply_to if isinstance(reply_to, str) else None, served, redelivered)
     return reply

@@ -158,9 +158,29 @@ def test_status_is_working_during_a_batch(
     assert seen == ["Working"]
 
 
+def redelivered(batch: dict[str, Any]) -> dict[str, Any]:
+    """Run the task as the broker's redelivery of a batch whose process died."""
+    tasks.infer.push_request(delivery_info={"redelivered": True})
+    try:
+        return tasks.infer.run(batch)
+    finally:
+        tasks.infer.pop_request()
+
+
+def test_first_delivery_costs_no_attempt_counter(rt: runtime.Runtime) -> None:
+    tasks.infer.run(echo_batch("b8"))
+    assert contract.attempts_key("b8") not in fake(rt).counters
+
+
+def test_redelivered_batch_runs_until_max_attempts(rt: runtime.Runtime) -> None:
+    reply = redelivered(echo_batch("b7"))  # attempt 2 of max_attempts=2: still computed
+    assert [r["output"]["Text"] for r in reply["results"]] == ["echo: one", "echo: two"]
+    assert contract.attempts_key("b7") not in fake(rt).counters  # forgotten once answered
+
+
 def test_batch_that_keeps_killing_its_process_fails_with_worker_lost(rt: runtime.Runtime) -> None:
-    fake(rt).counters[contract.attempts_key("b9")] = 2  # two deliveries died already
-    reply = tasks.infer.run(echo_batch("b9"))
+    fake(rt).counters[contract.attempts_key("b9")] = 1  # redelivered once already, died again
+    reply = redelivered(echo_batch("b9"))  # attempt 3 > max_attempts=2
     assert reply["ok"] is False
     assert reply["error"]["code"] == "worker_lost"
     assert "died 2 times" in reply["error"]["message"]

@@ -1,0 +1,164 @@
+"""Results: the machine they came from, the ratios, the printed tables, the JSON file.
+
+Pure functions of the results dict that bench.cli builds (unit-tested), plus machine_info(),
+which reads /proc and the installed versions. The results dict:
+``{"machine": {...}, "options": {...}, "workloads": {name: {"limit": {"best": point,
+"points": [point, ...]}, "systems": {"served": [row, ...], "baseline": [row, ...]}}}}``
+where a point has processes, threads, batch_size, img_per_s and a row has concurrency,
+req_per_s, p50_ms, p99_ms, errors. Imports nothing of torch or matplotlib at module level.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import platform
+import subprocess
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+SYSTEM_ORDER = ("limit", "served", "baseline")
+
+
+def ratio(numerator: float | None, denominator: float | None) -> float | None:
+    if numerator is None or not denominator:
+        return None
+    return numerator / denominator
+
+
+def ratios(results: dict[str, Any]) -> dict[str, dict[str, dict[int, float | None]]]:
+    """Per workload, per concurrency: served/limit and served/baseline throughput."""
+    out: dict[str, dict[str, dict[int, float | None]]] = {}
+    for name, wl in results.get("workloads", {}).items():
+        systems = wl.get("systems", {})
+        best = (wl.get("limit") or {}).get("best")
+        limit_rate = best["img_per_s"] if best else None
+        baseline = {row["concurrency"]: row["req_per_s"] for row in systems.get("baseline", [])}
+        per: dict[str, dict[int, float | None]] = {"served/limit": {}, "served/baseline": {}}
+        for row in systems.get("served", []):
+            c = row["concurrency"]
+            per["served/limit"][c] = ratio(row["req_per_s"], limit_rate)
+            per["served/baseline"][c] = ratio(row["req_per_s"], baseline.get(c))
+        out[name] = per
+    return out
+
+
+def _fmt(value: float | None, digits: int = 1) -> str:
+    return "-" if value is None else f"{value:,.{digits}f}"
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
+    lines = ["  ".join(h.ljust(w) if i < 2 else h.rjust(w)
+                       for i, (h, w) in enumerate(zip(header, widths, strict=True)))]
+    lines.append("  ".join("-" * w for w in widths))
+    for r in rows:
+        lines.append("  ".join(c.ljust(w) if i < 2 else c.rjust(w)
+                               for i, (c, w) in enumerate(zip(r, widths, strict=True))))
+    return "\n".join(lines)
+
+
+def format_table(results: dict[str, Any]) -> str:
+    """system | workload | concurrency | req/s | p50 ms | p99 ms | errors; the limit's row is
+    its best setting (img/s, no latency)."""
+    header = ("system", "workload", "concurrency", "req/s", "p50 ms", "p99 ms", "errors")
+    rows: list[tuple[str, ...]] = []
+    for name, wl in results.get("workloads", {}).items():
+        best = (wl.get("limit") or {}).get("best")
+        if best:
+            label = f"limit ({best['processes']}x{best['threads']} thr, batch {best['batch_size']})"
+            rows.append((label, name, "-", _fmt(best["img_per_s"]), "-", "-", "-"))
+        for system in SYSTEM_ORDER[1:]:
+            for row in wl.get("systems", {}).get(system, []):
+                rows.append((system, name, str(row["concurrency"]), _fmt(row["req_per_s"]),
+                             _fmt(row["p50_ms"]), _fmt(row["p99_ms"]), str(row["errors"])))
+    return _table(header, rows) if rows else "(nothing measured)"
+
+
+def format_limit_table(results: dict[str, Any]) -> str:
+    """The in-process limit, img/s: one row per workload and setting, one column per batch."""
+    rows: list[tuple[str, ...]] = []
+    sizes: list[int] = []
+    for wl in results.get("workloads", {}).values():
+        for p in (wl.get("limit") or {}).get("points", []):
+            if p["batch_size"] not in sizes:
+                sizes.append(p["batch_size"])
+    sizes.sort()
+    for name, wl in results.get("workloads", {}).items():
+        by_setting: dict[str, dict[int, float]] = {}
+        for p in (wl.get("limit") or {}).get("points", []):
+            key = f"{p['processes']} proc x {p['threads']} thr"
+            by_setting.setdefault(key, {})[p["batch_size"]] = p["img_per_s"]
+        for key, per in by_setting.items():
+            rows.append((name, key, *(_fmt(per.get(b)) for b in sizes)))
+    if not rows:
+        return "(no in-process limit measured)"
+    return _table(("workload", "setting", *(f"batch {b}" for b in sizes)), rows)
+
+
+def format_ratios(results: dict[str, Any]) -> str:
+    lines = []
+    for name, per in ratios(results).items():
+        for kind, by_c in per.items():
+            if any(v is not None for v in by_c.values()):
+                text = "  ".join(f"c={c}: {_fmt(v, 2)}" for c, v in by_c.items())
+                lines.append(f"{name:<10} {kind:<16} {text}")
+    return "\n".join(lines) if lines else "(no ratios: measure served with limit or baseline)"
+
+
+def wrk_cpu_summary(results: dict[str, Any]) -> str:
+    """How much of the machine wrk took: its CPU seconds over the measured wall time."""
+    shares = [row["wrk_cpu_s"] / row["duration_s"]
+              for wl in results.get("workloads", {}).values()
+              for rows in wl.get("systems", {}).values() for row in rows
+              if row.get("duration_s")]
+    if not shares:
+        return ""
+    cores = results.get("machine", {}).get("cores") or 1
+    return (f"wrk's own CPU: mean {100 * sum(shares) / len(shares):.1f}% of one core, "
+            f"max {100 * max(shares):.1f}% (of {cores * 100}% on {cores} cores)")
+
+
+def machine_info() -> dict[str, Any]:
+    info: dict[str, Any] = {
+        "cores": os.cpu_count(),
+        "cpu_model": _cpu_model(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "loadavg_at_start": list(os.getloadavg()),
+    }
+    try:
+        import torch
+
+        info["torch"] = torch.__version__
+    except ImportError:  # pragma: no cover - torch is a dependency
+        info["torch"] = None
+    info["git_commit"] = _git_commit()
+    return info
+
+
+def _cpu_model() -> str | None:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or None
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                             text=True, timeout=5, cwd=Path(__file__).parent)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
+def write_json(path: Path, results: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(results, indent=2) + "\n")

@@ -1,0 +1,133 @@
+"""bench's pure parts: wrk's JSON line, wrk's command line, ratios and the printed tables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bench import report, wrk
+
+pytestmark = pytest.mark.unit
+
+WRK_STDOUT = """Running 10s test @ http://127.0.0.1:8000/inference
+  2 threads and 16 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency   30.12ms    5.01ms  80.00ms   70.00%
+  4800 requests in 10.00s, 1.20MB read
+  Non-2xx or 3xx responses: 12
+Requests/sec:    480.00
+Transfer/sec:    123.00KB
+BENCH_JSON {"requests": 4800, "duration_us": 10000000, "bytes": 1258291, "latency_us": \
+{"p50": 29500.0, "p90": 36000.5, "p99": 61000.0, "mean": 30120.0, "max": 80000.0}, \
+"errors": {"connect": 0, "read": 2, "write": 0, "status": 12, "timeout": 1}, "non2xx": 20}
+"""
+
+
+def test_parse_wrk_json_line() -> None:
+    r = wrk.parse_output(WRK_STDOUT, cpu_s=0.4)
+    assert r.requests == 4800
+    assert r.duration_s == pytest.approx(10.0)
+    assert (r.p50_ms, r.p90_ms, r.p99_ms) == pytest.approx((29.5, 36.0005, 61.0))
+    assert r.mean_ms == pytest.approx(30.12) and r.max_ms == pytest.approx(80.0)
+    assert r.errors == {"connect": 0, "read": 2, "write": 0, "status": 12, "timeout": 1}
+    assert r.non2xx == 20
+    assert r.cpu_s == 0.4
+    # only 2xx responses count as throughput; status errors are inside non2xx, not added twice
+    assert r.req_per_s == pytest.approx((4800 - 20) / 10.0)
+    assert r.error_count == 20 + 2 + 1
+
+
+def test_parse_takes_the_last_json_line() -> None:
+    first = WRK_STDOUT.replace('"requests": 4800', '"requests": 1')
+    assert wrk.parse_output(first + WRK_STDOUT).requests == 4800
+
+
+def test_parse_without_json_line_says_what_wrk_printed() -> None:
+    with pytest.raises(ValueError, match="(?s)no BENCH_JSON line.*unable to connect"):
+        wrk.parse_output("unable to connect to 127.0.0.1:1 Connection refused\n")
+
+
+def test_wrk_argv_threads_and_duration() -> None:
+    argv = wrk.argv("wrk", "http://h/i", Path("s.lua"), Path("b.json"), 1, 10.4)
+    assert argv[:7] == ["wrk", "-t", "1", "-c", "1", "-d", "10s"]
+    assert argv[-3:] == ["http://h/i", "--", "b.json"]
+    assert wrk.argv("wrk", "u", Path("s"), Path("b"), 64, 0.2)[1:7] == [
+        "-t", "2", "-c", "64", "-d", "1s"]
+    assert [wrk.threads_for(c) for c in (1, 2, 16, 64)] == [1, 2, 2, 2]
+
+
+def test_lua_script_reports_in_the_parsed_format() -> None:
+    assert "latency:percentile(99)" in wrk.LUA_SCRIPT
+    assert wrk.MARKER in wrk.LUA_SCRIPT
+    for key in ("connect", "read", "write", "status", "timeout", "non2xx"):
+        assert f'"{key}"' in wrk.LUA_SCRIPT
+
+
+def _row(c: int, rps: float, p50: float = 10.0, p99: float = 20.0, errors: int = 0) -> dict:
+    return {"concurrency": c, "req_per_s": rps, "p50_ms": p50, "p99_ms": p99, "errors": errors}
+
+
+RESULTS = {
+    "machine": {"cores": 2},
+    "workloads": {
+        "resnet18": {
+            "limit": {
+                "best": {"processes": 2, "threads": 1, "batch_size": 4, "img_per_s": 50.0},
+                "points": [
+                    {"processes": 1, "threads": 2, "batch_size": 1, "img_per_s": 40.0},
+                    {"processes": 2, "threads": 1, "batch_size": 4, "img_per_s": 50.0},
+                ],
+            },
+            "systems": {
+                "served": [_row(1, 25.0), _row(64, 45.0, 1200.0, 1500.5, 3)],
+                "baseline": [_row(1, 40.0), _row(64, 30.0)],
+            },
+        },
+        "tiny": {"systems": {"served": [_row(1, 500.0)]}},
+    },
+}
+
+
+def test_ratios_against_limit_and_baseline() -> None:
+    r = report.ratios(RESULTS)
+    assert r["resnet18"]["served/limit"] == {1: 0.5, 64: 0.9}
+    assert r["resnet18"]["served/baseline"] == {1: 0.625, 64: 1.5}
+    # nothing to compare with: None, not a crash or a division by zero
+    assert r["tiny"] == {"served/limit": {1: None}, "served/baseline": {1: None}}
+    assert report.ratio(1.0, 0.0) is None and report.ratio(None, 2.0) is None
+
+
+def test_table_has_one_row_per_point_and_the_best_limit() -> None:
+    lines = report.format_table(RESULTS).splitlines()
+    assert lines[0].split() == ["system", "workload", "concurrency", "req/s", "p50", "ms",
+                                "p99", "ms", "errors"]
+    assert len(lines) == 2 + 1 + 4 + 1  # header, rule, limit, 4 resnet rows, 1 tiny row
+    assert lines[2].startswith("limit (2x1 thr, batch 4)") and "50.0" in lines[2]
+    assert lines[4].split() == ["served", "resnet18", "64", "45.0", "1,200.0", "1,500.5", "3"]
+    assert lines[-1].split()[:4] == ["served", "tiny", "1", "500.0"]
+    widths = {len(line) for line in lines}
+    assert len(widths) == 1  # columns line up
+
+
+def test_limit_table_and_ratio_text() -> None:
+    table = report.format_limit_table(RESULTS).splitlines()
+    assert table[0].split() == ["workload", "setting", "batch", "1", "batch", "4"]
+    assert table[2].split() == ["resnet18", "1", "proc", "x", "2", "thr", "40.0", "-"]
+    text = report.format_ratios(RESULTS)
+    assert "resnet18   served/limit     c=1: 0.50  c=64: 0.90" in text
+    assert "tiny" not in text  # no ratio to show
+
+
+def test_empty_results_format_without_errors() -> None:
+    assert report.format_table({}) == "(nothing measured)"
+    assert "no in-process limit" in report.format_limit_table({})
+    assert report.wrk_cpu_summary({}) == ""
+
+
+def test_wrk_cpu_share() -> None:
+    results = {"machine": {"cores": 2}, "workloads": {"w": {"systems": {"served": [
+        {**_row(1, 1.0), "wrk_cpu_s": 0.5, "duration_s": 10.0},
+        {**_row(16, 1.0), "wrk_cpu_s": 1.5, "duration_s": 10.0}]}}}}
+    assert report.wrk_cpu_summary(results) == (
+        "wrk's own CPU: mean 10.0% of one core, max 15.0% (of 200% on 2 cores)")
