@@ -13,7 +13,7 @@ import threading
 from celery import Celery
 from kombu import Queue
 
-from autodep_celery import config
+from autodep_celery import config, kombu_tuning
 from autodep_celery.config import Settings
 
 log = logging.getLogger(__name__)
@@ -28,6 +28,7 @@ _lock = threading.Lock()
 
 
 def make_celery(settings: Settings) -> Celery:
+    kombu_tuning.install()
     app = Celery(
         "autodep_celery",
         broker=settings.broker_url,

@@ -105,6 +105,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"autodep bench: {exc}", file=sys.stderr)
             return 2
     signal.signal(signal.SIGTERM, _on_sigterm)
+    # Also when started in the background by a shell, which leaves SIGINT ignored.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     workdir = Path(tempfile.mkdtemp(prefix="autodep-bench-"))
     children: list[processes.Child] = []
     progress = Progress()
@@ -112,6 +114,8 @@ def main(argv: list[str] | None = None) -> int:
         results = run(args, workdir, children, progress)
     except KeyboardInterrupt:
         print("\nautodep bench: interrupted; stopping what it started", file=sys.stderr)
+        systems.stop(children)
+        shutil.rmtree(workdir, ignore_errors=True)
         return 130
     except (RuntimeError, TimeoutError, ValueError, OSError) as exc:
         print(f"autodep bench: error: {exc}", file=sys.stderr)
@@ -194,6 +198,9 @@ def _served(system: str, name: str, model: Path, body: bytes, body_path: Path, s
         progress.step(f"{system} {name} c={c}: warm-up {args.warmup_s:g} s, "
                       f"then {args.duration_s:g} s")
         wrk.run(url, script, body_path, c, args.warmup_s)
+        # wrk drops its in-flight requests when it stops, but the server still computes them:
+        # one request answered after them means the backlog is gone before measuring.
+        systems.check_inference(url, body, workloads.TOP_N)
         r = wrk.run(url, script, body_path, c, args.duration_s)
         rows.append({"concurrency": c, "req_per_s": r.req_per_s, "p50_ms": r.p50_ms,
                      "p90_ms": r.p90_ms, "p99_ms": r.p99_ms, "mean_ms": r.mean_ms,
@@ -201,13 +208,17 @@ def _served(system: str, name: str, model: Path, body: bytes, body_path: Path, s
                      "errors": r.error_count, "error_kinds": r.errors, "non2xx": r.non2xx,
                      "wrk_threads": wrk.threads_for(c), "wrk_cpu_s": r.cpu_s,
                      "loadavg_1m": os.getloadavg()[0]})
-        progress.done(f"{r.req_per_s:.1f} req/s, p50 {r.p50_ms:.1f} ms, p99 {r.p99_ms:.1f} ms, "
+        progress.done(f"{r.req_per_s:.1f} req/s, p50 {_ms(r.p50_ms)}, p99 {_ms(r.p99_ms)}, "
                       f"{r.error_count} errors, wrk cpu {r.cpu_s:.2f} s")
     progress.step(f"{system} {name}: stopping")
     systems.stop([child])
     children.remove(child)
     progress.done("stopped")
     return rows
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f} ms"
 
 
 def _write(args: argparse.Namespace, results: dict[str, Any], progress: Progress) -> None:

@@ -13,13 +13,16 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402 - the backend must be chosen first
+from matplotlib import ticker  # noqa: E402
 
+LOG_SCALE_ABOVE = 4.0
+"""Throughput axis goes logarithmic when the limit is this many times the best served rate."""
 STYLE = {"served": ("autodep serve", "tab:blue", "o"),
          "baseline": ("FastAPI + uvicorn, 2 workers", "tab:orange", "s")}
 
 
 def plot_workload(name: str, wl: dict[str, Any], machine: dict[str, Any], path: Path) -> Path:
-    fig, (ax_rps, ax_p99) = plt.subplots(1, 2, figsize=(10, 4), layout="constrained")
+    fig, (ax_rps, ax_p99) = plt.subplots(1, 2, figsize=(10, 4.4), layout="constrained")
     concurrencies: set[int] = set()
     for system, (label, colour, marker) in STYLE.items():
         rows = wl.get("systems", {}).get(system, [])
@@ -28,23 +31,37 @@ def plot_workload(name: str, wl: dict[str, Any], machine: dict[str, Any], path: 
         cs = [r["concurrency"] for r in rows]
         concurrencies.update(cs)
         ax_rps.plot(cs, [r["req_per_s"] for r in rows], marker=marker, color=colour, label=label)
-        ax_p99.plot(cs, [r["p99_ms"] for r in rows], marker=marker, color=colour, label=label)
+        p99 = [float("nan") if r["p99_ms"] is None else r["p99_ms"] for r in rows]
+        ax_p99.plot(cs, p99, marker=marker, color=colour, label=label)
     best = (wl.get("limit") or {}).get("best")
+    served_max = max((r["req_per_s"] for rows in wl.get("systems", {}).values() for r in rows),
+                     default=0.0)
     if best:
         ax_rps.axhline(best["img_per_s"], color="tab:green", linestyle="--",
                        label=f"in-process limit ({best['processes']}x{best['threads']} thr, "
                              f"batch {best['batch_size']})")
-    for ax, ylabel in ((ax_rps, "requests / s (2xx)"), (ax_p99, "p99 latency (ms)")):
+    for ax in (ax_rps, ax_p99):
         ax.set_xscale("log", base=2)
         ticks = sorted(concurrencies) or [1]
         ax.set_xticks(ticks, [str(c) for c in ticks])
         ax.set_xlabel("concurrent connections")
-        ax.set_ylabel(ylabel)
-        ax.set_ylim(bottom=0)
-        ax.grid(True, alpha=0.3)
-    ax_rps.legend(fontsize=8, loc="lower right")
-    ax_p99.set_yscale("symlog", linthresh=10)
-    ax_p99.set_ylim(bottom=0)
+        ax.grid(True, which="both", alpha=0.3)
+    if best and served_max and best["img_per_s"] > LOG_SCALE_ABOVE * served_max:
+        ax_rps.set_yscale("log")  # the limit is far above: a linear axis would flatten the rest
+        ax_rps.set_ylabel("requests / s (2xx, log scale)")
+    else:
+        ax_rps.set_ylim(bottom=0)
+        ax_rps.set_ylabel("requests / s (2xx)")
+    ax_p99.set_yscale("log")
+    ax_p99.set_ylabel("p99 latency (ms, log scale)")
+    plain = ticker.FuncFormatter(lambda value, _pos: f"{value:g}")
+    for ax in (ax_rps, ax_p99):
+        if ax.get_yscale() == "log":  # 1, 2, 5, 10, 20, 50 ... written as 200, not 2x10^2
+            ax.yaxis.set_major_locator(ticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+            ax.yaxis.set_major_formatter(plain)
+            ax.yaxis.set_minor_formatter(ticker.NullFormatter())
+    fig.legend(*ax_rps.get_legend_handles_labels(), loc="outside lower center", ncols=3,
+               fontsize=9, frameon=False)
     fig.suptitle(f"{wl.get('what', name)} — {machine.get('cores')} cores, "
                  f"{machine.get('cpu_model')}, {str(machine.get('date', ''))[:10]}", fontsize=10)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -68,11 +68,11 @@ end
 class WrkResult:
     requests: int
     duration_s: float
-    p50_ms: float
-    p90_ms: float
-    p99_ms: float
-    mean_ms: float
-    max_ms: float
+    p50_ms: float | None
+    p90_ms: float | None
+    p99_ms: float | None
+    mean_ms: float | None
+    max_ms: float | None
     errors: dict[str, int] = field(default_factory=dict)
     non2xx: int = 0
     cpu_s: float = 0.0
@@ -104,17 +104,22 @@ def parse_output(stdout: str, cpu_s: float = 0.0) -> WrkResult:
             return WrkResult(
                 requests=int(data["requests"]),
                 duration_s=data["duration_us"] / 1e6,
-                p50_ms=lat["p50"] / 1e3,
-                p90_ms=lat["p90"] / 1e3,
-                p99_ms=lat["p99"] / 1e3,
-                mean_ms=lat["mean"] / 1e3,
-                max_ms=lat["max"] / 1e3,
+                p50_ms=_ms(lat["p50"], data),
+                p90_ms=_ms(lat["p90"], data),
+                p99_ms=_ms(lat["p99"], data),
+                mean_ms=_ms(lat["mean"], data),
+                max_ms=_ms(lat["max"], data),
                 errors={k: int(v) for k, v in data["errors"].items()},
                 non2xx=int(data.get("non2xx", 0)),
                 cpu_s=cpu_s,
             )
     tail = "\n".join(stdout.strip().splitlines()[-5:])
     raise ValueError(f"wrk printed no {MARKER.strip()} line; its output ended with:\n{tail}")
+
+
+def _ms(microseconds: float, data: dict[str, Any]) -> float | None:
+    """Milliseconds, or None when nothing completed (wrk then reports 0, not a latency)."""
+    return microseconds / 1e3 if data["requests"] > 0 else None
 
 
 def threads_for(concurrency: int) -> int:

@@ -21,6 +21,8 @@ from autodep_celery.config import ModelSettings, Settings
 from autodep_celery.contract import Batch
 from autodep_celery.status import ProcStatus
 from web.dispatcher import Dispatcher
+from web.protocol import Sender
+from web.publisher import RedisPublisher
 
 log = logging.getLogger(__name__)
 
@@ -151,9 +153,15 @@ def _unreachable(url: str, exc: Exception) -> str:
 def build_dispatcher(settings: Settings) -> Dispatcher:
     """The production dispatcher; it connects to nothing until the first request."""
     url = settings.result_url
+    broker = settings.broker_url
+    sender: Sender = (
+        RedisPublisher(broker, CONNECT_TIMEOUT_S)
+        if broker.startswith(("redis://", "rediss://", "unix://"))
+        else CelerySender(settings)
+    )
     return Dispatcher(
         settings,
-        CelerySender(settings),
+        sender,
         RedisReplySource(url),
         RedisWorkerView(url, settings.web.worker_check_interval_s),
     )

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,6 +49,7 @@ class Runtime:
         self._lock = threading.Lock()
         self._redis: redis.Redis | None = None
         self._stop = threading.Event()
+        self._wake = threading.Event()
         self._heartbeat: threading.Thread | None = None
         self._proc = psutil.Process(self.pid)
         self._proc.cpu_percent(None)  # the first reading is always 0: start the interval now
@@ -82,8 +84,19 @@ class Runtime:
         self._heartbeat.start()
 
     def _beat(self) -> None:
-        while not self._stop.wait(self.settings.worker.heartbeat_interval_s):
-            self.write_status()
+        interval_s = self.settings.worker.heartbeat_interval_s
+        last = 0.0
+        while not self._stop.is_set():
+            woken = self._wake.wait(interval_s)
+            self._wake.clear()
+            if self._stop.is_set():
+                return
+            now = time.monotonic()
+            # a wake-up ("Working" now) writes the state; CPU and RSS once per interval
+            snapshot = not woken or now - last >= interval_s
+            if snapshot:
+                last = now
+            self.write_status(snapshot=snapshot)
 
     def _snapshot(self) -> None:
         try:
@@ -115,22 +128,26 @@ class Runtime:
     def begin(self, batch_id: str, redelivered: bool = False) -> int:
         """Mark this process Working; returns the attempt number of this delivery.
 
-        Deliveries are counted in Redis only once the broker redelivers a batch (its worker
-        died), so the normal path costs one write, not a counter round trip per batch.
+        The "Working" record is written by the heartbeat thread at once, off the request's
+        critical path. Deliveries are counted in Redis only when the broker redelivers a batch
+        (its worker died), so a normal batch pays no round trip here.
         """
         with self._lock:
             self.inflight += 1
+        if self._heartbeat is not None:
+            self._wake.set()
         client = self.client()
         if client is None:
             return 1
         try:
+            if self._heartbeat is None:  # no thread (tests, unusual pools): write inline
+                self.write_status(snapshot=False)
+            if not redelivered:
+                return 1
             pipe = client.pipeline(transaction=False)
-            if redelivered:
-                pipe.incr(contract.attempts_key(batch_id))
-                pipe.expire(contract.attempts_key(batch_id), contract.ATTEMPTS_TTL_S)
-            self.write_status(pipe, snapshot=False)
-            result = pipe.execute()
-            return 1 + int(result[0]) if redelivered else 1
+            pipe.incr(contract.attempts_key(batch_id))
+            pipe.expire(contract.attempts_key(batch_id), contract.ATTEMPTS_TTL_S)
+            return 1 + int(pipe.execute()[0])
         except redis.RedisError as exc:
             # Counting is a guard against poison batches; a Redis hiccup must not fail the work.
             log.warning("cannot count attempts of batch %s: %s", batch_id, exc)
@@ -170,6 +187,7 @@ class Runtime:
         client = self.client()
         with self._lock:
             self._stop.set()
+            self._wake.set()
             if client is None:
                 return
             try:

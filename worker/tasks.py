@@ -41,7 +41,7 @@ def _worker_lost(attempts: int) -> errors.WorkerLost:
 
 @shared_task(name=contract.INFER_TASK, bind=True)
 def infer(self: Any, batch: dict[str, Any]) -> dict[str, Any]:
-    """Run `batch` and return its reply; also pushed to ``batch["reply_to"]`` when set."""
+    """Run `batch`; its reply is pushed to ``batch["reply_to"]`` when set, else returned."""
     batch_id = str(batch.get("batch_id", "")) if isinstance(batch, dict) else ""
     reply_to = batch.get("reply_to") if isinstance(batch, dict) else None
     items = batch.get("items") if isinstance(batch, dict) else None
@@ -63,5 +63,8 @@ def infer(self: Any, batch: dict[str, Any]) -> dict[str, Any]:
         log.exception("batch %s of model %s failed", batch_id, model)
         internal = errors.AutodepError("the worker failed to compute this batch; see its log")
         reply = contract.batch_error_reply(batch_id, worker, internal.to_dict())
-    rt.finish(batch_id, reply, reply_to if isinstance(reply_to, str) else None, served, redelivered)
-    return reply
+    pushed = isinstance(reply_to, str) and bool(reply_to)
+    rt.finish(batch_id, reply, reply_to if pushed else None, served, redelivered)
+    # Celery saferepr()s every return value for its log, even when nothing logs it: a reply
+    # with images costs more to repr than to compute. Callers with reply_to have it already.
+    return {"batch_id": batch_id, "pushed": True} if pushed else reply

@@ -131,3 +131,15 @@ def test_wrk_cpu_share() -> None:
         {**_row(16, 1.0), "wrk_cpu_s": 1.5, "duration_s": 10.0}]}}}}
     assert report.wrk_cpu_summary(results) == (
         "wrk's own CPU: mean 10.0% of one core, max 15.0% (of 200% on 2 cores)")
+
+
+def test_no_completed_request_has_no_latency() -> None:
+    line = ('BENCH_JSON {"requests": 0, "duration_us": 2000000, "bytes": 0, "latency_us": {"p50": '
+            '0, "p90": 0, "p99": 0, "mean": 0, "max": 0}, "errors": {"connect": 0, "read": 0, '
+            '"write": 0, "status": 0, "timeout": 0}, "non2xx": 0}')
+    r = wrk.parse_output(line)
+    assert (r.req_per_s, r.p50_ms, r.p99_ms) == (0.0, None, None)
+    results = {"workloads": {"w": {"systems": {"served": [
+        {"concurrency": 64, "req_per_s": 0.0, "p50_ms": None, "p99_ms": None, "errors": 0}]}}}}
+    assert report.format_table(results).splitlines()[2].split() == [
+        "served", "w", "64", "0.0", "-", "-", "0"]

@@ -21,7 +21,8 @@ pytestmark = pytest.mark.unit
 def make():
     made = []
 
-    def factory(workers=1, max_batch_size=8, max_batch_delay_ms=10_000.0, max_queue=256):
+    def factory(workers=1, max_batch_size=8, max_batch_delay_ms=10_000.0, max_queue=256,
+                web_processes=1):
         model = ModelSettings(
             "m",
             "/tmp/m.pt",
@@ -29,7 +30,8 @@ def make():
             max_batch_delay_ms=max_batch_delay_ms,
             max_queue=max_queue,
         )
-        settings = Settings(web=WebSettings(worker_check_interval_s=0.05), models=(model,))
+        web = WebSettings(worker_check_interval_s=0.05, processes=web_processes)
+        settings = Settings(web=web, models=(model,))
         sender, replies = RecordingSender(), QueueReplySource()
         view = StaticView([proc("m", pid=i) for i in range(workers)])
         d = Dispatcher(settings, sender, replies, view)
@@ -118,6 +120,16 @@ def test_partial_batch_waits_max_batch_delay(make):
     b2 = sender.wait_for(2)[1]
     assert time.monotonic() - started >= 0.14
     assert len(b2["items"]) == 3
+
+
+def test_in_flight_limit_is_this_process_share_of_ready_workers(make):
+    d, sender, replies = make(workers=3, max_batch_delay_ms=0, web_processes=2)
+    for i in range(3):
+        d.submit("m", item(str(i)))
+        settle(0.05)
+    assert len(sender.batches) == 2  # ceil(3 workers / 2 web processes) in flight
+    reply_to(replies, sender.batches[0])
+    assert len(sender.wait_for(3)[2]["items"]) == 1
 
 
 def test_in_flight_limit_is_the_number_of_ready_workers(make):

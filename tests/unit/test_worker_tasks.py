@@ -125,13 +125,13 @@ def test_task_name_is_explicit() -> None:
     assert tasks.infer.name == contract.INFER_TASK
 
 
-def test_reply_is_returned_and_pushed(rt: runtime.Runtime) -> None:
-    reply = tasks.infer.run(echo_batch())
-    assert [r["output"]["Text"] for r in reply["results"]] == ["echo: one", "echo: two"]
-    assert reply["worker"] == f"w@test/{os.getpid()}"
+def test_reply_is_pushed_and_the_task_returns_a_receipt(rt: runtime.Runtime) -> None:
+    assert tasks.infer.run(echo_batch()) == {"batch_id": "b1", "pushed": True}
     r = fake(rt)
     [pushed] = r.lists["autodep:reply:t"]
-    assert msgpack.unpackb(pushed, raw=False) == reply
+    reply = msgpack.unpackb(pushed, raw=False)
+    assert [r["output"]["Text"] for r in reply["results"]] == ["echo: one", "echo: two"]
+    assert reply["worker"] == f"w@test/{os.getpid()}"
     assert r.ttl["autodep:reply:t"] == contract.REPLY_TTL_S
     assert contract.attempts_key("b1") not in r.counters  # forgotten once answered
     record = json.loads(r.hashes[contract.PROCS_KEY][rt.status.key])
@@ -139,8 +139,9 @@ def test_reply_is_returned_and_pushed(rt: runtime.Runtime) -> None:
     assert record["models"] == ["echo"] and record["pid"] == os.getpid()
 
 
-def test_no_reply_to_means_no_push(rt: runtime.Runtime) -> None:
-    tasks.infer.run(echo_batch(reply_to=""))
+def test_no_reply_to_means_no_push_and_the_reply_is_returned(rt: runtime.Runtime) -> None:
+    reply = tasks.infer.run(echo_batch(reply_to=""))
+    assert [r["output"]["Text"] for r in reply["results"]] == ["echo: one", "echo: two"]
     assert fake(rt).lists == {}
 
 
@@ -158,13 +159,14 @@ def test_status_is_working_during_a_batch(
     assert seen == ["Working"]
 
 
-def redelivered(batch: dict[str, Any]) -> dict[str, Any]:
-    """Run the task as the broker's redelivery of a batch whose process died."""
+def redelivered(rt: runtime.Runtime, batch: dict[str, Any]) -> dict[str, Any]:
+    """Run the task as the broker's redelivery of a batch whose process died; its reply."""
     tasks.infer.push_request(delivery_info={"redelivered": True})
     try:
-        return tasks.infer.run(batch)
+        tasks.infer.run(batch)
     finally:
         tasks.infer.pop_request()
+    return msgpack.unpackb(fake(rt).lists["autodep:reply:t"][-1], raw=False)
 
 
 def test_first_delivery_costs_no_attempt_counter(rt: runtime.Runtime) -> None:
@@ -173,14 +175,14 @@ def test_first_delivery_costs_no_attempt_counter(rt: runtime.Runtime) -> None:
 
 
 def test_redelivered_batch_runs_until_max_attempts(rt: runtime.Runtime) -> None:
-    reply = redelivered(echo_batch("b7"))  # attempt 2 of max_attempts=2: still computed
+    reply = redelivered(rt, echo_batch("b7"))  # attempt 2 of max_attempts=2: still computed
     assert [r["output"]["Text"] for r in reply["results"]] == ["echo: one", "echo: two"]
     assert contract.attempts_key("b7") not in fake(rt).counters  # forgotten once answered
 
 
 def test_batch_that_keeps_killing_its_process_fails_with_worker_lost(rt: runtime.Runtime) -> None:
     fake(rt).counters[contract.attempts_key("b9")] = 1  # redelivered once already, died again
-    reply = redelivered(echo_batch("b9"))  # attempt 3 > max_attempts=2
+    reply = redelivered(rt, echo_batch("b9"))  # attempt 3 > max_attempts=2
     assert reply["ok"] is False
     assert reply["error"]["code"] == "worker_lost"
     assert "died 2 times" in reply["error"]["message"]
@@ -194,7 +196,7 @@ def test_unexpected_errors_become_a_fixed_internal_error(
         raise KeyError("secret detail")
 
     monkeypatch.setattr(tasks.batch_mod, "run_batch", boom)
-    reply = tasks.infer.run(echo_batch())
+    reply = tasks.infer.run(echo_batch(reply_to=""))
     assert reply["ok"] is False and reply["error"]["code"] == "internal_error"
     assert reply["error"]["status"] == 500 and "secret" not in reply["error"]["message"]
     assert "secret detail" in caplog.text  # logged with its traceback
