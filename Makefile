@@ -31,6 +31,11 @@ unit: install
 integration: install
 	$(BIN)/python -m pytest tests/integration
 
+lint: install
+	$(BIN)/python -m pip install --quiet ruff
+	$(BIN)/ruff check autodep_celery web worker bench tests
+	$(BIN)/ruff format --check autodep_celery web worker bench tests
+
 bench: install
 	$(BIN)/python -m pip install --quiet -e '.[bench]'
 	$(BIN)/autodep bench

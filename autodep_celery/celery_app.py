@@ -51,6 +51,9 @@ def make_celery(settings: Settings) -> Celery:
         # a pool child loads and warms its models inside worker_process_init; Celery's default
         # 4 s would kill children of slow-loading models over and over
         worker_proc_alive_timeout=MODEL_LOAD_TIMEOUT_S,
+        # a hung forward pass must not hold its child (and its batch) forever; past the
+        # request deadline nobody waits for the answer anyway
+        task_time_limit=task_time_limit_s(settings),
         broker_transport_options={
             "visibility_timeout": visibility,
             "socket_connect_timeout": CONNECT_TIMEOUT_S,
@@ -65,6 +68,13 @@ def make_celery(settings: Settings) -> Celery:
     )
     app.autodep_settings = settings  # type: ignore[attr-defined]
     return app
+
+
+def task_time_limit_s(settings: Settings) -> float:
+    """Request deadline plus a margin, and below the visibility timeout, so a killed batch is
+    never redelivered while its first run still computes."""
+    visibility = settings.broker.visibility_timeout_s
+    return max(10.0, min(visibility - 30.0, settings.web.request_timeout_s + 60.0))
 
 
 def settings_of(app: Celery) -> Settings:

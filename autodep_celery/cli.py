@@ -11,6 +11,7 @@ import argparse
 import dataclasses
 import logging
 import os
+import shutil
 import signal
 import sys
 import tempfile
@@ -30,7 +31,9 @@ READY_TIMEOUT_S = 180.0
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", metavar="FILE", help="config.toml (default: $AUTODEP_CONFIG or ./config.toml)")
+    p.add_argument(
+        "--config", metavar="FILE", help="config.toml (default: $AUTODEP_CONFIG or ./config.toml)"
+    )
     p.add_argument("--broker", metavar="URL", help="broker URL, e.g. redis://host:6379/0")
 
 
@@ -60,8 +63,11 @@ def _parser() -> argparse.ArgumentParser:
 
     ex = sub.add_parser("example-models", help="write the example TorchScript models to DIR")
     ex.add_argument("directory", metavar="DIR")
-    sub.add_parser("bench", add_help=False,
-                   help="benchmark: in-process limit vs served vs FastAPI (autodep bench --help)")
+    sub.add_parser(
+        "bench",
+        add_help=False,
+        help="benchmark: in-process limit vs served vs FastAPI (autodep bench --help)",
+    )
     return parser
 
 
@@ -84,6 +90,16 @@ def _settings(args: argparse.Namespace, model_paths: list[str] | None = None) ->
     return settings
 
 
+def _http_text(url: str) -> str:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as resp:
+            return resp.read().decode(errors="replace")[:500]
+    except urllib.error.HTTPError as exc:
+        return exc.read().decode(errors="replace")[:500]
+    except (urllib.error.URLError, OSError) as exc:
+        return str(exc)
+
+
 def _http_ok(url: str) -> bool:
     try:
         with urllib.request.urlopen(url, timeout=2) as resp:
@@ -99,12 +115,15 @@ class _Stop(Exception):
 def serve(args: argparse.Namespace) -> int:
     settings = _settings(args, args.models)
     if not settings.models:
-        raise ConfigError("nothing to serve: give MODEL.pt files or [[models]] in config.toml "
-                          "(`autodep example-models models` writes some)")
+        raise ConfigError(
+            "nothing to serve: give MODEL.pt files or [[models]] in config.toml "
+            "(`autodep example-models models` writes some)"
+        )
     log_dir = Path(args.log_dir) if args.log_dir else None
     if log_dir:
         log_dir.mkdir(parents=True, exist_ok=True)
     children: list[processes.Child] = []
+    workdir: Path | None = None
 
     def on_signal(signum: int, _frame: Any) -> None:
         raise _Stop(signal.Signals(signum).name)
@@ -114,23 +133,47 @@ def serve(args: argparse.Namespace) -> int:
     try:
         if not settings.broker.url:
             workdir = Path(tempfile.mkdtemp(prefix="autodep-redis-"))
-            child, url = embedded_redis.start(workdir, log_path=log_dir / "redis.log" if log_dir else None)
+            child, url = embedded_redis.start(
+                workdir, log_path=log_dir / "redis.log" if log_dir else None
+            )
             children.append(child)
-            settings = dataclasses.replace(settings, broker=dataclasses.replace(settings.broker, url=url))
+            settings = dataclasses.replace(
+                settings, broker=dataclasses.replace(settings.broker, url=url)
+            )
             log.info("embedded Redis at %s (no broker configured)", url)
         env = launch.child_env(settings)
         for m in settings.models:
             argv = launch.worker_argv(settings, [m.name])
-            children.append(processes.start(
-                f"worker {m.name}", argv, env=env,
-                log_path=log_dir / f"worker-{m.name}.log" if log_dir else None))
-        web = processes.start("web", launch.web_argv(), env=env,
-                              log_path=log_dir / "web.log" if log_dir else None)
+            children.append(
+                processes.start(
+                    f"worker {m.name}",
+                    argv,
+                    env=env,
+                    log_path=log_dir / f"worker-{m.name}.log" if log_dir else None,
+                )
+            )
+        web = processes.start(
+            "web", launch.web_argv(), env=env, log_path=log_dir / "web.log" if log_dir else None
+        )
         children.append(web)
         base = f"http://{settings.web.host}:{settings.web.port}"
-        processes.wait_until(lambda: _http_ok(base + "/health"), 60, "web", alive=web.alive)
-        processes.wait_until(lambda: _http_ok(base + "/ready"), READY_TIMEOUT_S,
-                             "model workers", interval_s=0.5, alive=web.alive)
+
+        def all_alive() -> bool:
+            return all(child.alive() for child in children)
+
+        processes.wait_until(lambda: _http_ok(base + "/health"), 60, "web", alive=all_alive)
+        try:
+            processes.wait_until(
+                lambda: _http_ok(base + "/ready"),
+                READY_TIMEOUT_S,
+                "model workers",
+                interval_s=0.5,
+                alive=all_alive,
+            )
+        except (TimeoutError, RuntimeError) as exc:
+            dead = [c.name for c in children if not c.alive()]
+            why = f"{', '.join(dead)} exited" if dead else _http_text(base + "/ready")
+            raise RuntimeError(f"{exc} ({why}; see the logs above or in --log-dir)") from None
         names = ", ".join(m.name for m in settings.models)
         print(f"autodep: serving {names} on {base}  (Ctrl-C stops)", flush=True)
         while True:
@@ -146,6 +189,8 @@ def serve(args: argparse.Namespace) -> int:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         processes.stop_all(children)
+        if workdir is not None:
+            shutil.rmtree(workdir, ignore_errors=True)
 
 
 def web(args: argparse.Namespace) -> int:
@@ -158,11 +203,17 @@ def web(args: argparse.Namespace) -> int:
 
 def worker(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    names = [n.strip() for n in args.models.split(",")] if args.models else [m.name for m in settings.models]
+    names = (
+        [n.strip() for n in args.models.split(",")]
+        if args.models
+        else [m.name for m in settings.models]
+    )
     unknown = [n for n in names if settings.model(n) is None]
     if unknown or not names:
         known = ", ".join(m.name for m in settings.models) or "none"
-        raise ConfigError(f"unknown model(s) {', '.join(unknown) or '(none given)'}; configured: {known}")
+        raise ConfigError(
+            f"unknown model(s) {', '.join(unknown) or '(none given)'}; configured: {known}"
+        )
     argv = launch.worker_argv(settings, names, pool=args.pool, loglevel=args.loglevel)
     os.execve(argv[0], argv, launch.child_env(settings))
     return 0  # pragma: no cover

@@ -97,7 +97,7 @@ class ModelSettings:
     std: tuple[float, ...] = IMAGENET_STD
     device: str | None = None
     half: bool = False
-    max_batch_size: int = 8
+    max_batch_size: int = 16
     max_batch_delay_ms: float = 2.0
     max_queue: int = 256
     """Outstanding requests per web process above which new ones get 429."""
@@ -129,12 +129,12 @@ class Settings:
 
     @property
     def result_url(self) -> str:
-        """Redis for results, replies and worker status: result_url, else a Redis broker."""
-        if self.broker.result_url:
-            return self.broker.result_url
-        if self.broker_url.startswith(("redis://", "rediss://", "redis+socket://", "unix://")):
-            return self.broker_url
-        return DEFAULT_BROKER_URL
+        """Redis (as redis-py spells it) for replies and worker status: result_url, else the
+        broker when it is Redis (validation refuses other brokers without a result_url)."""
+        url = self.broker.result_url or self.broker_url
+        if url.startswith("redis+socket://"):  # kombu's name for a Unix socket
+            return "unix://" + url[len("redis+socket://") :]
+        return url
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self))
@@ -199,8 +199,10 @@ def _coerce(where: str, value: Any, typ: Any) -> Any:
             return tuple(value)
         raise ConfigError(f"{where} must be [height, width] with positive integers, not {value!r}")
     if base.startswith("tuple[float"):
-        if isinstance(value, list | tuple) and value and all(
-            isinstance(v, int | float) and not isinstance(v, bool) for v in value
+        if (
+            isinstance(value, list | tuple)
+            and value
+            and all(isinstance(v, int | float) and not isinstance(v, bool) for v in value)
         ):
             return tuple(float(v) for v in value)
         raise ConfigError(f"{where} must be a list of numbers, not {value!r}")
@@ -257,6 +259,7 @@ def _check(settings: Settings) -> Settings:
             f"autoscaler.min_workers ({a.min_workers})"
         )
     _check_device("worker.device", settings.worker.device)
+    _check_urls(settings.broker)
     seen: set[str] = set()
     for i, m in enumerate(settings.models):
         where = f"models[{i}] ({m.name})"
@@ -269,13 +272,12 @@ def _check(settings: Settings) -> Settings:
             raise ConfigError(f"{where}.name is used twice; model names must be unique")
         seen.add(m.name)
         if m.task is not None and m.task not in TASKS:
-            raise ConfigError(
-                f"{where}.task {m.task!r} is not one of {', '.join(TASKS)}{_suggest(m.task, list(TASKS))}"
-            )
+            hint = _suggest(m.task, list(TASKS))
+            raise ConfigError(f"{where}.task {m.task!r} is not one of {', '.join(TASKS)}{hint}")
         if m.device is not None:
             _check_device(f"{where}.device", m.device)
-        if len(m.mean) != len(m.std):
-            raise ConfigError(f"{where}.mean and .std must have the same length")
+        if len(m.mean) != 3 or len(m.std) != 3:
+            raise ConfigError(f"{where}.mean and .std must have 3 values (R, G, B)")
         if any(s <= 0 for s in m.std):
             raise ConfigError(f"{where}.std values must be > 0")
         if m.max_batch_size < 1:
@@ -284,11 +286,31 @@ def _check(settings: Settings) -> Settings:
             raise ConfigError(f"{where}.max_batch_delay_ms must be >= 0")
         if m.max_queue < 1:
             raise ConfigError(f"{where}.max_queue ({m.max_queue}) must be >= 1")
-        if m.min_workers is not None and m.max_workers is not None and m.max_workers < m.min_workers:
+        if (
+            m.min_workers is not None
+            and m.max_workers is not None
+            and m.max_workers < m.min_workers
+        ):
             raise ConfigError(
                 f"{where}.max_workers ({m.max_workers}) must be >= min_workers ({m.min_workers})"
             )
     return settings
+
+
+REDIS_SCHEMES = ("redis://", "rediss://", "redis+socket://", "unix://")
+
+
+def _check_urls(broker: BrokerSettings) -> None:
+    if broker.result_url and not broker.result_url.startswith(REDIS_SCHEMES):
+        raise ConfigError(
+            f"broker.result_url {broker.result_url!r} must be a Redis URL "
+            "(redis://host:6379/0, rediss://..., unix:///path/redis.sock)"
+        )
+    if broker.url and not broker.url.startswith(REDIS_SCHEMES) and not broker.result_url:
+        raise ConfigError(
+            f"broker.url {broker.url.split('@')[-1]!r} is not Redis: set broker.result_url to a "
+            "Redis URL for replies and worker status"
+        )
 
 
 def _check_device(key: str, device: str) -> None:
@@ -325,7 +347,9 @@ def from_dict(raw: dict[str, Any], base_dir: Path | None = None) -> Settings:
     for (old_sec, old_key), (new_sec, new_key) in _ALIASES.items():
         section = raw.get(old_sec)
         if isinstance(section, dict) and old_key in section:
-            log.warning("config: [%s] %s is Autodep's name; use [%s] %s", old_sec, old_key, new_sec, new_key)
+            log.warning(
+                "config: [%s] %s is Autodep's name; use [%s] %s", old_sec, old_key, new_sec, new_key
+            )
             target = dict(raw.get(new_sec, {}))
             target.setdefault(new_key, section[old_key])
             raw[new_sec] = target
@@ -367,9 +391,11 @@ def _env_overrides(environ: dict[str, str]) -> dict[str, Any]:
     for name, text in environ.items():
         if not name.startswith("AUTODEP_") or "__" not in name:
             continue
-        section, _, key = name[len("AUTODEP_"):].lower().partition("__")
+        section, _, key = name[len("AUTODEP_") :].lower().partition("__")
         if section not in _SECTIONS:
-            raise ConfigError(f"{name}: unknown section {section!r}; use one of {', '.join(_SECTIONS)}")
+            raise ConfigError(
+                f"{name}: unknown section {section!r}; use one of {', '.join(_SECTIONS)}"
+            )
         out.setdefault(section, {})[key] = _parse_env_value(text)
     return out
 

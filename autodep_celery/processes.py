@@ -115,8 +115,13 @@ def stop_all(children: Sequence[Child], grace_s: float = STOP_GRACE_S) -> None:
         child.stop(grace_s)
 
 
-def wait_until(check: Callable[[], bool], timeout_s: float, what: str, interval_s: float = 0.1,
-               alive: Callable[[], bool] | None = None) -> None:
+def wait_until(
+    check: Callable[[], bool],
+    timeout_s: float,
+    what: str,
+    interval_s: float = 0.1,
+    alive: Callable[[], bool] | None = None,
+) -> None:
     """Poll `check` until it is true; raise TimeoutError naming `what`."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:

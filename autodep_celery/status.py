@@ -18,6 +18,10 @@ import redis
 from autodep_celery.contract import PROCS_KEY
 
 STALE_AFTER_HEARTBEATS = 3
+DELETE_AFTER_S = 600.0
+"""Records this old are removed by readers. Liveness compares the writer's clock with the
+reader's, so hosts must keep their clocks in sync (NTP); a reader never deletes a record that
+is merely a little stale, so a skewed clock hides a worker but never erases it."""
 
 
 @dataclass
@@ -46,10 +50,15 @@ class ProcStatus:
         return now - self.ts <= max(3.0, STALE_AFTER_HEARTBEATS * self.heartbeat_s)
 
 
-def write(client: redis.Redis, status: ProcStatus) -> None:
+def encode(status: ProcStatus) -> tuple[str, str]:
+    """(field, JSON) of a record, stamped now; vars() not asdict(): the record is flat, and
+    asdict's deep copy costs more than the HSET."""
     status.ts = time.time()
-    # vars() not asdict(): the record is flat, and asdict's deep copy costs more than the HSET
-    client.hset(PROCS_KEY, status.key, json.dumps(vars(status)))
+    return status.key, json.dumps(vars(status))
+
+
+def write(client: redis.Redis, status: ProcStatus) -> None:
+    client.hset(PROCS_KEY, *encode(status))
 
 
 def remove(client: redis.Redis, status: ProcStatus) -> None:
@@ -57,25 +66,27 @@ def remove(client: redis.Redis, status: ProcStatus) -> None:
 
 
 def read_all(client: redis.Redis, now: float | None = None) -> list[ProcStatus]:
-    """Live processes, sorted by name; stale records are deleted as a side effect."""
+    """Live processes, sorted by name; long-dead records are deleted as a side effect."""
     now = time.time() if now is None else now
     live: list[ProcStatus] = []
     stale: list[str] = []
     for key, raw in client.hgetall(PROCS_KEY).items():
         try:
             data: dict[str, Any] = json.loads(raw)
-            status = ProcStatus(**data)
+            status = ProcStatus(**{k: v for k, v in data.items() if k in _FIELDS})
         except (ValueError, TypeError):
-            stale.append(key)
-            continue
+            continue  # a record this version cannot read (e.g. a newer worker): skip it
         if status.fresh(now):
             live.append(status)
-        else:
+        elif now - status.ts > DELETE_AFTER_S:
             stale.append(key)
     if stale:
         client.hdel(PROCS_KEY, *stale)
     live.sort(key=lambda s: s.key)
     return live
+
+
+_FIELDS = {f for f in ProcStatus.__dataclass_fields__}
 
 
 def models_with_workers(procs: list[ProcStatus]) -> set[str]:

@@ -61,32 +61,60 @@ def _csv(kind: str, choices: tuple[str, ...] | None = None):  # type: ignore[no-
         unknown = [t for t in items if t not in choices]
         if unknown or not items:
             raise argparse.ArgumentTypeError(
-                f"unknown {kind} {', '.join(unknown) or '(none)'}; choose from {','.join(choices)}")
+                f"unknown {kind} {', '.join(unknown) or '(none)'}; choose from {','.join(choices)}"
+            )
         return items
+
     return parse
 
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="autodep bench", description=__doc__.splitlines()[0])
-    p.add_argument("--workloads", type=_csv("workload", tuple(workloads.WORKLOADS)),
-                   default=list(workloads.WORKLOADS), help="default: resnet18,tiny")
-    p.add_argument("--concurrency", type=_csv("concurrency"), default=[1, 16, 64],
-                   help="connections for wrk, default: 1,16,64")
-    p.add_argument("--duration-s", type=float, default=10.0,
-                   help="seconds measured per point (wrk: whole seconds), default 10")
-    p.add_argument("--warmup-s", type=float, default=2.0,
-                   help="warm-up before each point, default 2")
-    p.add_argument("--systems", type=_csv("system", SYSTEMS), default=list(SYSTEMS),
-                   help="default: limit,served,baseline")
+    p.add_argument(
+        "--workloads",
+        type=_csv("workload", tuple(workloads.WORKLOADS)),
+        default=list(workloads.WORKLOADS),
+        help="default: resnet18,tiny",
+    )
+    p.add_argument(
+        "--concurrency",
+        type=_csv("concurrency"),
+        default=[1, 16, 64],
+        help="connections for wrk, default: 1,16,64",
+    )
+    p.add_argument(
+        "--duration-s",
+        type=float,
+        default=10.0,
+        help="seconds measured per point (wrk: whole seconds), default 10",
+    )
+    p.add_argument(
+        "--warmup-s", type=float, default=2.0, help="warm-up before each point, default 2"
+    )
+    p.add_argument(
+        "--systems",
+        type=_csv("system", SYSTEMS),
+        default=list(SYSTEMS),
+        help="default: limit,served,baseline",
+    )
     p.add_argument("--out", type=Path, default=RESULTS_DIR, help=f"default: {RESULTS_DIR}")
-    p.add_argument("--models", type=Path, metavar="DIR",
-                   help="take the example models from DIR (built there if missing); "
-                        "default: built in a temporary directory")
-    p.add_argument("--name", help="file stem of the outputs (default: a timestamp; also copied "
-                                  "to latest.*; 'quick' for --quick)")
-    p.add_argument("--quick", action="store_true",
-                   help=f"smoke run: {QUICK_DURATION_S:.0f} s per point, {QUICK_WARMUP_S:.0f} s "
-                        "warm-up")
+    p.add_argument(
+        "--models",
+        type=Path,
+        metavar="DIR",
+        help="take the example models from DIR (built there if missing); "
+        "default: built in a temporary directory",
+    )
+    p.add_argument(
+        "--name",
+        help="file stem of the outputs (default: a timestamp; also copied "
+        "to latest.*; 'quick' for --quick)",
+    )
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help=f"smoke run: {QUICK_DURATION_S:.0f} s per point, {QUICK_WARMUP_S:.0f} s warm-up",
+    )
     return p
 
 
@@ -131,13 +159,20 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def run(args: argparse.Namespace, workdir: Path, children: list[processes.Child],
-        progress: Progress) -> dict[str, Any]:
+def run(
+    args: argparse.Namespace, workdir: Path, children: list[processes.Child], progress: Progress
+) -> dict[str, Any]:
     results: dict[str, Any] = {
         "machine": report.machine_info(),
-        "options": {"workloads": args.workloads, "concurrency": args.concurrency,
-                    "duration_s": args.duration_s, "warmup_s": args.warmup_s,
-                    "systems": args.systems, "quick": args.quick, "wrk": _wrk_version()},
+        "options": {
+            "workloads": args.workloads,
+            "concurrency": args.concurrency,
+            "duration_s": args.duration_s,
+            "warmup_s": args.warmup_s,
+            "systems": args.systems,
+            "quick": args.quick,
+            "wrk": _wrk_version(),
+        },
         "workloads": {},
     }
     models_dir = args.models or workdir / "models"
@@ -151,31 +186,52 @@ def run(args: argparse.Namespace, workdir: Path, children: list[processes.Child]
         body = workloads.request_body(name, image)
         body_path = workdir / f"{name}.json"
         body_path.write_bytes(body)
-        wl: dict[str, Any] = {"what": spec.what, "image_bytes": len(image),
-                              "body_bytes": len(body), "systems": {}}
+        wl: dict[str, Any] = {
+            "what": spec.what,
+            "image_bytes": len(image),
+            "body_bytes": len(body),
+            "systems": {},
+        }
         results["workloads"][name] = wl
         if "limit" in args.systems:
             wl["limit"] = _limit(name, models[name], image, args, progress)
         for system in ("served", "baseline"):
             if system in args.systems:
-                wl["systems"][system] = _served(system, name, models[name], body, body_path,
-                                                script, args, workdir, children, progress)
+                floor: dict[str, Any] = {}
+                wl["systems"][system] = _served(
+                    system,
+                    name,
+                    models[name],
+                    body,
+                    body_path,
+                    script,
+                    args,
+                    workdir,
+                    children,
+                    progress,
+                    floor,
+                )
+                if floor:
+                    wl["floor"] = floor
     results["machine"]["loadavg_at_end"] = list(os.getloadavg())
     results["ratios"] = report.ratios(results)
     return results
 
 
-def _limit(name: str, model: Path, image: bytes, args: argparse.Namespace,
-           progress: Progress) -> dict[str, Any]:
+def _limit(
+    name: str, model: Path, image: bytes, args: argparse.Namespace, progress: Progress
+) -> dict[str, Any]:
     from bench import inprocess  # torch and the worker's code: only when measuring the limit
 
     points = []
     for procs, threads in inprocess.SETTINGS:
         sizes = ",".join(map(str, inprocess.BATCH_SIZES))
-        progress.step(f"limit {name}: {procs} proc x {threads} thr, batch {sizes}, "
-                      f"{args.duration_s:g} s each")
-        got = inprocess.measure_setting(str(model), image, workloads.TOP_N, procs, threads,
-                                        args.duration_s, args.warmup_s / 2)
+        progress.step(
+            f"limit {name}: {procs} proc x {threads} thr, batch {sizes}, {args.duration_s:g} s each"
+        )
+        got = inprocess.measure_setting(
+            str(model), image, workloads.TOP_N, procs, threads, args.duration_s, args.warmup_s / 2
+        )
         points.extend(got)
         progress.done(", ".join(f"b{p.batch_size} {p.img_per_s:.1f}" for p in got) + " img/s")
     best = inprocess.best(points)
@@ -183,9 +239,19 @@ def _limit(name: str, model: Path, image: bytes, args: argparse.Namespace,
     return {"best": as_dict[points.index(best)], "points": as_dict}
 
 
-def _served(system: str, name: str, model: Path, body: bytes, body_path: Path, script: Path,
-            args: argparse.Namespace, workdir: Path, children: list[processes.Child],
-            progress: Progress) -> list[dict[str, Any]]:
+def _served(
+    system: str,
+    name: str,
+    model: Path,
+    body: bytes,
+    body_path: Path,
+    script: Path,
+    args: argparse.Namespace,
+    workdir: Path,
+    children: list[processes.Child],
+    progress: Progress,
+    floor_out: dict[str, Any] | None = None,
+) -> list[dict[str, Any]]:
     port = processes.free_port()
     start = systems.start_served if system == "served" else systems.start_baseline
     progress.step(f"{system} {name}: starting on port {port}")
@@ -195,21 +261,50 @@ def _served(system: str, name: str, model: Path, body: bytes, body_path: Path, s
     progress.done("ready, answers correctly")
     rows = []
     for c in args.concurrency:
-        progress.step(f"{system} {name} c={c}: warm-up {args.warmup_s:g} s, "
-                      f"then {args.duration_s:g} s")
+        progress.step(
+            f"{system} {name} c={c}: warm-up {args.warmup_s:g} s, then {args.duration_s:g} s"
+        )
         wrk.run(url, script, body_path, c, args.warmup_s)
         # wrk drops its in-flight requests when it stops, but the server still computes them:
         # one request answered after them means the backlog is gone before measuring.
         systems.check_inference(url, body, workloads.TOP_N)
         r = wrk.run(url, script, body_path, c, args.duration_s)
-        rows.append({"concurrency": c, "req_per_s": r.req_per_s, "p50_ms": r.p50_ms,
-                     "p90_ms": r.p90_ms, "p99_ms": r.p99_ms, "mean_ms": r.mean_ms,
-                     "max_ms": r.max_ms, "requests": r.requests, "duration_s": r.duration_s,
-                     "errors": r.error_count, "error_kinds": r.errors, "non2xx": r.non2xx,
-                     "wrk_threads": wrk.threads_for(c), "wrk_cpu_s": r.cpu_s,
-                     "loadavg_1m": os.getloadavg()[0]})
-        progress.done(f"{r.req_per_s:.1f} req/s, p50 {_ms(r.p50_ms)}, p99 {_ms(r.p99_ms)}, "
-                      f"{r.error_count} errors, wrk cpu {r.cpu_s:.2f} s")
+        rows.append(
+            {
+                "concurrency": c,
+                "req_per_s": r.req_per_s,
+                "p50_ms": r.p50_ms,
+                "p90_ms": r.p90_ms,
+                "p99_ms": r.p99_ms,
+                "mean_ms": r.mean_ms,
+                "max_ms": r.max_ms,
+                "requests": r.requests,
+                "duration_s": r.duration_s,
+                "errors": r.error_count,
+                "error_kinds": r.errors,
+                "non2xx": r.non2xx,
+                "wrk_threads": wrk.threads_for(c),
+                "wrk_cpu_s": r.cpu_s,
+                "loadavg_1m": os.getloadavg()[0],
+            }
+        )
+        progress.done(
+            f"{r.req_per_s:.1f} req/s, p50 {_ms(r.p50_ms)}, p99 {_ms(r.p99_ms)}, "
+            f"{r.error_count} errors, wrk cpu {r.cpu_s:.2f} s"
+        )
+    if system == "served":
+        from bench import floor
+
+        progress.step(f"served {name}: latency floor at c=1 (GET /health, empty Celery batch)")
+        broker = floor.broker_url_from_log(workdir / "served.log")
+        base = f"http://127.0.0.1:{port}"
+        found = floor.measure(base, broker, name, workdir, min(5.0, args.duration_s))
+        if floor_out is not None:
+            floor_out.update(found)
+        celery = found.get("celery_empty_batch", {}).get("p50_ms")
+        progress.done(
+            f"/health p50 {_ms(found['http_health_p50_ms'])}, empty Celery batch p50 {_ms(celery)}"
+        )
     progress.step(f"{system} {name}: stopping")
     systems.stop([child])
     children.remove(child)
@@ -237,17 +332,27 @@ def _write(args: argparse.Namespace, results: dict[str, Any], progress: Progress
             written.append(copy)
     progress.done("done")
     m = results["machine"]
-    print(f"\nautodep bench — {m['cores']} cores ({m['cpu_model']}), torch {m['torch']}, "
-          f"Python {m['python']}, {m['date']}; load average at start "
-          f"{m['loadavg_at_start'][0]:.2f}, at end {m['loadavg_at_end'][0]:.2f}")
-    print(f"{args.duration_s:g} s per point after {args.warmup_s:g} s warm-up; req/s counts 2xx "
-          "responses; errors = non-2xx + socket errors\n")
+    print(
+        f"\nautodep bench — {m['cores']} cores ({m['cpu_model']}), torch {m['torch']}, "
+        f"Python {m['python']}, {m['date']}; load average at start "
+        f"{m['loadavg_at_start'][0]:.2f}, at end {m['loadavg_at_end'][0]:.2f}"
+    )
+    print(
+        f"{args.duration_s:g} s per point after {args.warmup_s:g} s warm-up; req/s counts 2xx "
+        "responses; errors = non-2xx + socket errors\n"
+    )
     print(report.format_table(results))
     if any("limit" in wl for wl in results["workloads"].values()):
         print("\nin-process limit (img/s, decode + preprocess + forward + top-5, no HTTP):")
         print(report.format_limit_table(results))
     print("\nratios (throughput):")
     print(report.format_ratios(results))
+    floor = report.format_floor(results)
+    if floor:
+        print(
+            "\nlatency floor at c=1 (HTTP tier alone + one Celery round trip with no model work):"
+        )
+        print(floor)
     cpu = report.wrk_cpu_summary(results)
     if cpu:
         print("\n" + cpu)

@@ -54,8 +54,17 @@ def run_pipeline(module: Any, images: Sequence[bytes], top_n: int) -> list[Any]:
     return processing.classify(logits, [top_n] * len(images), None)
 
 
-def _child(model_path: str, image: bytes, top_n: int, threads: int, batch_sizes: Sequence[int],
-           duration_s: float, warmup_s: float, barrier: Any, results: Any) -> None:
+def _child(
+    model_path: str,
+    image: bytes,
+    top_n: int,
+    threads: int,
+    batch_sizes: Sequence[int],
+    duration_s: float,
+    warmup_s: float,
+    barrier: Any,
+    results: Any,
+) -> None:
     torch.set_num_threads(threads)
     module = torch.jit.load(model_path, map_location="cpu").eval()
     for size in batch_sizes:
@@ -78,17 +87,36 @@ def _loop(step: Callable[[], Any], duration_s: float) -> tuple[int, float]:
             return calls, elapsed
 
 
-def measure_setting(model_path: str, image: bytes, top_n: int, processes: int, threads: int,
-                    duration_s: float, warmup_s: float,
-                    batch_sizes: Sequence[int] = BATCH_SIZES) -> list[LimitPoint]:
+def measure_setting(
+    model_path: str,
+    image: bytes,
+    top_n: int,
+    processes: int,
+    threads: int,
+    duration_s: float,
+    warmup_s: float,
+    batch_sizes: Sequence[int] = BATCH_SIZES,
+) -> list[LimitPoint]:
     """Aggregate img/s of `processes` × `threads` at each batch size (children always stopped)."""
     ctx = mp.get_context("spawn")
     barrier = ctx.Barrier(processes)
     results = ctx.Queue()
     children = [
-        ctx.Process(target=_child, daemon=True,
-                    args=(model_path, image, top_n, threads, tuple(batch_sizes), duration_s,
-                          warmup_s, barrier, results))
+        ctx.Process(
+            target=_child,
+            daemon=True,
+            args=(
+                model_path,
+                image,
+                top_n,
+                threads,
+                tuple(batch_sizes),
+                duration_s,
+                warmup_s,
+                barrier,
+                results,
+            ),
+        )
         for _ in range(processes)
     ]
     try:

@@ -17,8 +17,10 @@ from matplotlib import ticker  # noqa: E402
 
 LOG_SCALE_ABOVE = 4.0
 """Throughput axis goes logarithmic when the limit is this many times the best served rate."""
-STYLE = {"served": ("autodep serve", "tab:blue", "o"),
-         "baseline": ("FastAPI + uvicorn, 2 workers", "tab:orange", "s")}
+STYLE = {
+    "served": ("autodep serve", "tab:blue", "o"),
+    "baseline": ("FastAPI + uvicorn, 2 workers", "tab:orange", "s"),
+}
 
 
 def plot_workload(name: str, wl: dict[str, Any], machine: dict[str, Any], path: Path) -> Path:
@@ -34,12 +36,17 @@ def plot_workload(name: str, wl: dict[str, Any], machine: dict[str, Any], path: 
         p99 = [float("nan") if r["p99_ms"] is None else r["p99_ms"] for r in rows]
         ax_p99.plot(cs, p99, marker=marker, color=colour, label=label)
     best = (wl.get("limit") or {}).get("best")
-    served_max = max((r["req_per_s"] for rows in wl.get("systems", {}).values() for r in rows),
-                     default=0.0)
+    served_max = max(
+        (r["req_per_s"] for rows in wl.get("systems", {}).values() for r in rows), default=0.0
+    )
     if best:
-        ax_rps.axhline(best["img_per_s"], color="tab:green", linestyle="--",
-                       label=f"in-process limit ({best['processes']}x{best['threads']} thr, "
-                             f"batch {best['batch_size']})")
+        ax_rps.axhline(
+            best["img_per_s"],
+            color="tab:green",
+            linestyle="--",
+            label=f"in-process limit ({best['processes']}x{best['threads']} thr, "
+            f"batch {best['batch_size']})",
+        )
     for ax in (ax_rps, ax_p99):
         ax.set_xscale("log", base=2)
         ticks = sorted(concurrencies) or [1]
@@ -60,10 +67,18 @@ def plot_workload(name: str, wl: dict[str, Any], machine: dict[str, Any], path: 
             ax.yaxis.set_major_locator(ticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
             ax.yaxis.set_major_formatter(plain)
             ax.yaxis.set_minor_formatter(ticker.NullFormatter())
-    fig.legend(*ax_rps.get_legend_handles_labels(), loc="outside lower center", ncols=3,
-               fontsize=9, frameon=False)
-    fig.suptitle(f"{wl.get('what', name)} — {machine.get('cores')} cores, "
-                 f"{machine.get('cpu_model')}, {str(machine.get('date', ''))[:10]}", fontsize=10)
+    fig.legend(
+        *ax_rps.get_legend_handles_labels(),
+        loc="outside lower center",
+        ncols=3,
+        fontsize=9,
+        frameon=False,
+    )
+    fig.suptitle(
+        f"{wl.get('what', name)} — {machine.get('cores')} cores, "
+        f"{machine.get('cpu_model')}, {str(machine.get('date', ''))[:10]}",
+        fontsize=10,
+    )
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -72,5 +87,7 @@ def plot_workload(name: str, wl: dict[str, Any], machine: dict[str, Any], path: 
 
 def plot_all(results: dict[str, Any], directory: Path, stem: str) -> list[Path]:
     machine = results.get("machine", {})
-    return [plot_workload(name, wl, machine, directory / f"{stem}-{name}.png")
-            for name, wl in results.get("workloads", {}).items()]
+    return [
+        plot_workload(name, wl, machine, directory / f"{stem}-{name}.png")
+        for name, wl in results.get("workloads", {}).items()
+    ]

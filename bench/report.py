@@ -51,12 +51,20 @@ def _fmt(value: float | None, digits: int = 1) -> str:
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
-    lines = ["  ".join(h.ljust(w) if i < 2 else h.rjust(w)
-                       for i, (h, w) in enumerate(zip(header, widths, strict=True)))]
+    lines = [
+        "  ".join(
+            h.ljust(w) if i < 2 else h.rjust(w)
+            for i, (h, w) in enumerate(zip(header, widths, strict=True))
+        )
+    ]
     lines.append("  ".join("-" * w for w in widths))
     for r in rows:
-        lines.append("  ".join(c.ljust(w) if i < 2 else c.rjust(w)
-                               for i, (c, w) in enumerate(zip(r, widths, strict=True))))
+        lines.append(
+            "  ".join(
+                c.ljust(w) if i < 2 else c.rjust(w)
+                for i, (c, w) in enumerate(zip(r, widths, strict=True))
+            )
+        )
     return "\n".join(lines)
 
 
@@ -72,8 +80,17 @@ def format_table(results: dict[str, Any]) -> str:
             rows.append((label, name, "-", _fmt(best["img_per_s"]), "-", "-", "-"))
         for system in SYSTEM_ORDER[1:]:
             for row in wl.get("systems", {}).get(system, []):
-                rows.append((system, name, str(row["concurrency"]), _fmt(row["req_per_s"]),
-                             _fmt(row["p50_ms"]), _fmt(row["p99_ms"]), str(row["errors"])))
+                rows.append(
+                    (
+                        system,
+                        name,
+                        str(row["concurrency"]),
+                        _fmt(row["req_per_s"]),
+                        _fmt(row["p50_ms"]),
+                        _fmt(row["p99_ms"]),
+                        str(row["errors"]),
+                    )
+                )
     return _table(header, rows) if rows else "(nothing measured)"
 
 
@@ -110,15 +127,20 @@ def format_ratios(results: dict[str, Any]) -> str:
 
 def wrk_cpu_summary(results: dict[str, Any]) -> str:
     """How much of the machine wrk took: its CPU seconds over the measured wall time."""
-    shares = [row["wrk_cpu_s"] / row["duration_s"]
-              for wl in results.get("workloads", {}).values()
-              for rows in wl.get("systems", {}).values() for row in rows
-              if row.get("duration_s")]
+    shares = [
+        row["wrk_cpu_s"] / row["duration_s"]
+        for wl in results.get("workloads", {}).values()
+        for rows in wl.get("systems", {}).values()
+        for row in rows
+        if row.get("duration_s")
+    ]
     if not shares:
         return ""
     cores = results.get("machine", {}).get("cores") or 1
-    return (f"wrk's own CPU: mean {100 * sum(shares) / len(shares):.1f}% of one core, "
-            f"max {100 * max(shares):.1f}% (of {cores * 100}% on {cores} cores)")
+    return (
+        f"wrk's own CPU: mean {100 * sum(shares) / len(shares):.1f}% of one core, "
+        f"max {100 * max(shares):.1f}% (of {cores * 100}% on {cores} cores)"
+    )
 
 
 def machine_info() -> dict[str, Any]:
@@ -152,8 +174,13 @@ def _cpu_model() -> str | None:
 
 def _git_commit() -> str | None:
     try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                             text=True, timeout=5, cwd=Path(__file__).parent)
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            cwd=Path(__file__).parent,
+        )
     except (OSError, subprocess.SubprocessError):
         return None
     return out.stdout.strip() or None
@@ -162,3 +189,21 @@ def _git_commit() -> str | None:
 def write_json(path: Path, results: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(results, indent=2) + "\n")
+
+
+def format_floor(results: dict[str, Any]) -> str:
+    """The c=1 latency floor next to the served p50: what the architecture costs per request."""
+    lines = []
+    for name, wl in results.get("workloads", {}).items():
+        floor = wl.get("floor")
+        served = {r["concurrency"]: r for r in wl.get("systems", {}).get("served", [])}
+        if not floor or 1 not in served:
+            continue
+        http = floor.get("http_health_p50_ms")
+        celery = (floor.get("celery_empty_batch") or {}).get("p50_ms")
+        total = http + celery if http is not None and celery is not None else None
+        lines.append(
+            f"{name:<10} GET /health p50 {_fmt(http)} ms + empty Celery batch p50 {_fmt(celery)} ms"
+            f" = floor {_fmt(total)} ms; served c=1 p50 {_fmt(served[1]['p50_ms'])} ms"
+        )
+    return "\n".join(lines)

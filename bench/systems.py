@@ -38,43 +38,82 @@ def clean_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
-def start_served(model: Path, port: int, workdir: Path,
-                 children: list[processes.Child]) -> processes.Child:
+def start_served(
+    model: Path, port: int, workdir: Path, children: list[processes.Child]
+) -> processes.Child:
     """`autodep serve MODEL.pt`, appended to `children` before waiting (so it is always
     stopped), returned once GET /ready answers 200."""
     config = workdir / "empty-config.toml"
     config.write_text("# bench: defaults only; the model comes from the command line\n")
     log_dir = workdir / "served-logs"
     argv = processes.python_argv(
-        "-m", "autodep_celery.cli", "serve", str(model), "--port", str(port),
-        "--log-dir", str(log_dir), "--config", str(config))
-    child = processes.start("autodep serve", argv, env=clean_env(),
-                            log_path=workdir / "served.log", cwd=str(workdir))
+        "-m",
+        "autodep_celery.cli",
+        "serve",
+        str(model),
+        "--port",
+        str(port),
+        "--log-dir",
+        str(log_dir),
+        "--config",
+        str(config),
+    )
+    child = processes.start(
+        "autodep serve", argv, env=clean_env(), log_path=workdir / "served.log", cwd=str(workdir)
+    )
     children.append(child)
-    processes.wait_until(lambda: http_status(f"http://127.0.0.1:{port}/ready") == 200,
-                         READY_TIMEOUT_S, "autodep serve", interval_s=0.5, alive=child.alive)
+    processes.wait_until(
+        lambda: http_status(f"http://127.0.0.1:{port}/ready") == 200,
+        READY_TIMEOUT_S,
+        "autodep serve",
+        interval_s=0.5,
+        alive=child.alive,
+    )
     return child
 
 
-def start_baseline(model: Path, port: int, workdir: Path,
-                   children: list[processes.Child]) -> processes.Child:
+def start_baseline(
+    model: Path, port: int, workdir: Path, children: list[processes.Child]
+) -> processes.Child:
     """uvicorn with the baseline app, appended to `children` before waiting, returned once
     every worker has loaded and warmed up its model."""
     ready_dir = workdir / f"baseline-ready-{port}"
     ready_dir.mkdir(parents=True, exist_ok=True)
     argv = processes.python_argv(
-        "-m", "uvicorn", "bench.baseline_fastapi:app", "--host", "127.0.0.1",
-        "--port", str(port), "--workers", str(BASELINE_WORKERS), "--log-level", "warning",
-        "--no-access-log")
-    env = clean_env({"BENCH_MODEL": str(model), "BENCH_READY_DIR": str(ready_dir),
-                     "BENCH_TORCH_THREADS": str(BASELINE_TORCH_THREADS)})
-    child = processes.start("baseline (uvicorn)", argv, env=env,
-                            log_path=workdir / "baseline.log", cwd=str(workdir))
+        "-m",
+        "uvicorn",
+        "bench.baseline_fastapi:app",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        str(BASELINE_WORKERS),
+        "--log-level",
+        "warning",
+        "--no-access-log",
+    )
+    env = clean_env(
+        {
+            "BENCH_MODEL": str(model),
+            "BENCH_READY_DIR": str(ready_dir),
+            "BENCH_TORCH_THREADS": str(BASELINE_TORCH_THREADS),
+        }
+    )
+    child = processes.start(
+        "baseline (uvicorn)", argv, env=env, log_path=workdir / "baseline.log", cwd=str(workdir)
+    )
     children.append(child)
     processes.wait_until(
-        lambda: len(list(ready_dir.iterdir())) >= BASELINE_WORKERS
-        and http_status(f"http://127.0.0.1:{port}/health") == 200,
-        READY_TIMEOUT_S, "uvicorn baseline", interval_s=0.2, alive=child.alive)
+        lambda: (
+            len(list(ready_dir.iterdir())) >= BASELINE_WORKERS
+            and http_status(f"http://127.0.0.1:{port}/health") == 200
+        ),
+        READY_TIMEOUT_S,
+        "uvicorn baseline",
+        interval_s=0.2,
+        alive=child.alive,
+    )
     return child
 
 
@@ -114,8 +153,7 @@ def check_inference(url: str, body: bytes, top_n: int, timeout_s: float = 60.0) 
     worker yet) is retried until `timeout_s`, any other answer is a RuntimeError."""
     deadline = time.monotonic() + timeout_s
     while True:
-        req = urllib.request.Request(url, data=body,
-                                     headers={"Content-Type": "application/json"})
+        req = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
         try:
             with urllib.request.urlopen(req, timeout=60) as resp:
                 reply = json.loads(resp.read())

@@ -53,8 +53,9 @@ def request_body(model: str, image: bytes, top_n: int = TOP_N) -> bytes:
     body = {
         "model": model,
         "inference_type": {"ImageClassification": {"top_n": top_n}},
-        "data": {"B64Image": {"image": base64.b64encode(image).decode(), "height": None,
-                              "width": None}},
+        "data": {
+            "B64Image": {"image": base64.b64encode(image).decode(), "height": None, "width": None}
+        },
     }
     return json.dumps(body).encode()
 

@@ -99,7 +99,7 @@ def parse_output(stdout: str, cpu_s: float = 0.0) -> WrkResult:
     """The WrkResult of the script's JSON line in wrk's stdout; ValueError when there is none."""
     for line in reversed(stdout.splitlines()):
         if line.startswith(MARKER):
-            data: dict[str, Any] = json.loads(line[len(MARKER):])
+            data: dict[str, Any] = json.loads(line[len(MARKER) :])
             lat = data["latency_us"]
             return WrkResult(
                 requests=int(data["requests"]),
@@ -126,18 +126,25 @@ def threads_for(concurrency: int) -> int:
     return max(1, min(2, concurrency))
 
 
-def argv(binary: str, url: str, script: Path, body: Path, concurrency: int,
-         duration_s: float) -> list[str]:
+def argv(
+    binary: str, url: str, script: Path, body: Path, concurrency: int, duration_s: float
+) -> list[str]:
     """wrk's command line: -t min(2, c), -c c, whole seconds (wrk's unit), our timeout."""
     return [
         binary,
-        "-t", str(threads_for(concurrency)),
-        "-c", str(concurrency),
-        "-d", f"{max(1, round(duration_s))}s",
-        "--timeout", f"{TIMEOUT_S}s",
-        "-s", str(script),
+        "-t",
+        str(threads_for(concurrency)),
+        "-c",
+        str(concurrency),
+        "-d",
+        f"{max(1, round(duration_s))}s",
+        "--timeout",
+        f"{TIMEOUT_S}s",
+        "-s",
+        str(script),
         url,
-        "--", str(body),
+        "--",
+        str(body),
     ]
 
 

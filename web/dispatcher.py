@@ -37,6 +37,10 @@ REPLY_POLL_S = 1.0
 """BLPOP timeout of the collector: how quickly it notices a stop request."""
 MAX_DRAIN = 1024
 """Inbox messages handled before batches are re-evaluated, so a flood cannot starve sending."""
+BATCH_TARGET_S = 0.4
+"""Compute time a batch aims at (see _ModelState.batch_cap)."""
+GATHER_FRACTION = 0.5
+"""Share of a batch's round trip that the next batch may wait to fill (see gather_s)."""
 NO_WORKER_RECHECK_S = 0.1
 """How often a process re-reads worker status before answering 503 no_worker."""
 _STOP = object()
@@ -56,6 +60,30 @@ class _ModelState:
     pending: deque[_Entry] = field(default_factory=deque)
     in_flight: dict[str, float] = field(default_factory=dict)
     """batch_id -> latest item deadline (wall clock); owned by the dispatcher thread only."""
+    sent_at: dict[str, float] = field(default_factory=dict)
+    rtt_s: float = 0.0
+    """Moving average of a batch's send-to-reply time."""
+    item_s: float = 0.0
+    """Moving average of the model's compute time per item, from the replies."""
+
+    def gather_s(self) -> float:
+        """How long a batch gathers while another of the model is running: a fraction of a
+        batch's round trip, so fast models form big batches and slow ones never leave a worker
+        idle; never less than max_batch_delay_ms."""
+        return max(self.settings.max_batch_delay_ms / 1000.0, GATHER_FRACTION * self.rtt_s)
+
+    def batch_cap(self) -> int:
+        """max_batch_size, lowered for slow models so one batch computes in about
+        BATCH_TARGET_S: big batches pay for fast models (Celery's ~2 ms per batch is the cost
+        there) but make slow ones slower per item (ResNet-18 on 2 cores: ~20% at 16 vs 8)."""
+        cap = self.settings.max_batch_size
+        if self.item_s > 0:
+            cap = min(cap, max(1, int(BATCH_TARGET_S / self.item_s)))
+        return cap
+
+    def forget(self, batch_id: str) -> None:
+        self.in_flight.pop(batch_id, None)
+        self.sent_at.pop(batch_id, None)
 
 
 class Dispatcher:
@@ -171,26 +199,33 @@ class Dispatcher:
     def _dispatch_loop(self) -> None:
         while True:
             try:
-                msg = self._inbox.get(timeout=self._wait_s())
-            except queue.Empty:
-                msg = None
-            handled = 0
-            while msg is not None:
-                if msg is _STOP:
+                if self._dispatch_once():
                     return
-                self._handle(msg)
-                handled += 1
-                if handled >= MAX_DRAIN:
-                    break
-                try:
-                    msg = self._inbox.get_nowait()
-                except queue.Empty:
-                    msg = None
-            try:
-                self._expire()
-                self._flush()
             except Exception:  # never let the one sending thread die
                 log.exception("dispatcher loop failed; continuing")
+                time.sleep(0.01)
+
+    def _dispatch_once(self) -> bool:
+        """One turn: take what arrived, expire, send what is due. True when told to stop."""
+        try:
+            msg = self._inbox.get(timeout=self._wait_s())
+        except queue.Empty:
+            msg = None
+        handled = 0
+        while msg is not None:
+            if msg is _STOP:
+                return True
+            self._handle(msg)
+            handled += 1
+            if handled >= MAX_DRAIN:
+                break
+            try:
+                msg = self._inbox.get_nowait()
+            except queue.Empty:
+                msg = None
+        self._expire()
+        self._flush()
+        return False
 
     def _handle(self, msg: tuple[Any, ...]) -> None:
         kind, model = msg[0], msg[1]
@@ -198,14 +233,21 @@ class Dispatcher:
         if kind == "submit":
             state.pending.append(msg[2])
         elif kind == "done":
-            state.in_flight.pop(msg[2], None)
+            item_s = msg[3] if len(msg) > 3 else None
+            if item_s:
+                state.item_s = item_s if not state.item_s else 0.8 * state.item_s + 0.2 * item_s
+            sent = state.sent_at.get(msg[2])
+            if sent is not None:
+                rtt = self._clock() - sent
+                state.rtt_s = rtt if not state.rtt_s else 0.8 * state.rtt_s + 0.2 * rtt
+            state.forget(msg[2])
 
     def _limit(self, model: str) -> int:
-        # This process's share of the model's worker processes: with every web process keeping
-        # its share busy, the workers are, and what arrives meanwhile gathers into the next
-        # batch instead of leaving as many small ones (each costs ~2 ms of Celery CPU).
+        # This process's share of the model's worker processes, plus one batch queued behind
+        # them so a worker never waits for a round trip; what arrives beyond that gathers into
+        # bigger batches instead of many small ones (each costs ~2 ms of Celery CPU).
         n = sum(1 for p in self._view.peek() if p.ready and model in p.models)
-        return max(1, -(-n // self.settings.web.processes))
+        return max(1, -(-n // self.settings.web.processes)) + 1
 
     def _wait_s(self) -> float | None:
         now, wall = self._clock(), self._wall()
@@ -216,19 +258,19 @@ class Dispatcher:
                 continue
             if len(state.in_flight) >= self._limit(state.settings.name):
                 waits.append(self._recheck_s)  # the worker count may grow
+            elif not state.in_flight:
+                waits.append(0.0)
             else:
-                delay_s = state.settings.max_batch_delay_ms / 1000.0
-                waits.append(state.pending[0].arrived + delay_s - now)
+                waits.append(state.pending[0].arrived + state.gather_s() - now)
         return max(0.0, min(waits)) if waits else None
 
     def _flush(self) -> None:
         for name, state in self._states.items():
             limit = self._limit(name)
-            ms = state.settings
             while state.pending and len(state.in_flight) < limit:
-                full = len(state.pending) >= ms.max_batch_size
+                full = len(state.pending) >= state.batch_cap()
                 idle = not state.in_flight
-                waited = self._clock() - state.pending[0].arrived >= ms.max_batch_delay_ms / 1000.0
+                waited = self._clock() - state.pending[0].arrived >= state.gather_s()
                 if not (full or idle or waited):
                     break
                 self._send(state)
@@ -236,7 +278,8 @@ class Dispatcher:
     def _send(self, state: _ModelState) -> None:
         ms = state.settings
         entries: list[_Entry] = []
-        while state.pending and len(entries) < ms.max_batch_size:
+        cap = state.batch_cap()
+        while state.pending and len(entries) < cap:
             entry = state.pending.popleft()
             # False when the request thread already gave up (cancelled): drop it unsent.
             if entry.future.set_running_or_notify_cancel():
@@ -254,11 +297,12 @@ class Dispatcher:
         with self._lock:
             self._batches[batch_id] = (ms.name, futures)
         state.in_flight[batch_id] = latest
+        state.sent_at[batch_id] = self._clock()
         try:
             self._sender.send(ms, batch, expires_s)
         except Exception as exc:
             log.warning("could not send a batch of %s to the broker: %s", ms.name, exc)
-            state.in_flight.pop(batch_id, None)
+            state.forget(batch_id)
             with self._lock:
                 self._batches.pop(batch_id, None)
             message = (
@@ -274,7 +318,7 @@ class Dispatcher:
             for batch_id, deadline in list(state.in_flight.items()):
                 if deadline > wall:
                     continue
-                del state.in_flight[batch_id]
+                state.forget(batch_id)
                 with self._lock:
                     entry = self._batches.pop(batch_id, None)
                 if entry is not None:
@@ -309,8 +353,8 @@ class Dispatcher:
             log.debug("dropping a reply for unknown or expired batch %r", batch_id)
             return
         model, futures = entry
-        self._inbox.put(("done", model, batch_id))
         results = reply.get("results")
+        self._inbox.put(("done", model, batch_id, _seconds_per_item(results)))
         if reply.get("ok") is False or not isinstance(results, list):
             error = reply.get("error") if isinstance(reply.get("error"), dict) else {}
             _fail(futures, lambda: errors.from_dict(error or {"message": "malformed reply"}))
@@ -324,6 +368,15 @@ class Dispatcher:
                 future.set_result(result)
             except InvalidStateError:  # already failed or cancelled: a late answer
                 pass
+
+
+def _seconds_per_item(results: Any) -> float | None:
+    """Model compute time per item of a batch (its longest group's forward over its size)."""
+    if not isinstance(results, list) or not results:
+        return None
+    compute = [r.get("compute_ns") for r in results if isinstance(r, dict) and r.get("ok")]
+    numbers = [c for c in compute if isinstance(c, int) and c > 0]
+    return max(numbers) / 1e9 / len(results) if numbers else None
 
 
 def _fail(futures: list[Future[dict[str, Any]]], make: Callable[[], Exception]) -> None:

@@ -97,7 +97,8 @@ class RedisPublisher:
                     self._url,
                     socket_connect_timeout=self._timeout_s,
                     socket_timeout=self._timeout_s,
-                    retry_on_timeout=True,
+                    # an LPUSH that timed out may have landed: never send a batch twice
+                    retry_on_timeout=False,
                 )
                 self._pid = os.getpid()
                 self._origin = f"gen{self._pid}@{socket.gethostname()}"

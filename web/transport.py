@@ -99,7 +99,11 @@ class RedisReplySource:
         got = self._client.blpop([key], timeout=timeout_s)
         if got is None:
             return None
-        reply = msgpack.unpackb(got[1], raw=False)
+        try:
+            reply = msgpack.unpackb(got[1], raw=False)
+        except (ValueError, msgpack.UnpackException) as exc:  # not Redis trouble: drop it
+            log.error("dropping an undecodable reply on %s: %s", key, exc)
+            return None
         return reply if isinstance(reply, dict) else None
 
 
@@ -156,7 +160,7 @@ def build_dispatcher(settings: Settings) -> Dispatcher:
     broker = settings.broker_url
     sender: Sender = (
         RedisPublisher(broker, CONNECT_TIMEOUT_S)
-        if broker.startswith(("redis://", "rediss://", "unix://"))
+        if broker.startswith(("redis://", "rediss://"))
         else CelerySender(settings)
     )
     return Dispatcher(

@@ -149,15 +149,21 @@ def _run_images(
     items: list[Any],
     results: list[Result | None],
 ) -> None:
-    batch = torch.stack([tensor for _, tensor in members]).to(loaded.device, loaded.dtype)
-    if task == "ImageClassification":
-        batch = processing.normalise(batch, loaded.settings.mean, loaded.settings.std)
     try:
+        batch = torch.stack([tensor for _, tensor in members]).to(loaded.device, loaded.dtype)
+        if task == "ImageClassification":
+            batch = processing.normalise(batch, loaded.settings.mean, loaded.settings.std)
         output, compute_ns = _forward(loaded, batch)
-    except Exception as exc:  # any model error is about this input, not the worker
-        failed = _rejected(loaded, f"input of shape {list(batch.shape)}", exc)
-        for index, _ in members:
-            results[index] = failed
+    except Exception as exc:
+        if len(members) > 1:
+            # One bad input must not fail the requests batched with it: run each alone.
+            for member in members:
+                _run_images(loaded, task, [member], items, results)
+            return
+        shape = list(members[0][1].shape)
+        results[members[0][0]] = _rejected(
+            loaded, f"input of shape [1, {', '.join(map(str, shape))}]", exc
+        )
         return
     try:
         outputs: list[Any]
@@ -200,9 +206,13 @@ def _run_texts(loaded: LoadedModel, members: list[Member], results: list[Result 
         try:
             output, compute_ns = _forward(loaded, texts)
         except Exception as exc:
-            failed = _rejected(loaded, f"a list of {len(texts)} strings", exc)
-            for index, _ in members:
-                results[index] = failed
+            if len(members) > 1:  # find the string that fails; the others are answered
+                for member in members:
+                    _run_texts(loaded, [member], results)
+                return
+            results[members[0][0]] = _rejected(
+                loaded, f"a string of {len(texts[0])} characters", exc
+            )
             return
         if not isinstance(output, list) or len(output) != len(texts):
             bad = errors.ModelError(

@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from autodep_celery.config import IMAGENET_MEAN, IMAGENET_STD
+
 RESNET_LOGIT_STD = 3.0
 """Spread of the example ResNet-18's logits on a normalised random image: top-5 distinct."""
 
@@ -130,8 +132,8 @@ def _resnet18() -> nn.Module:
     # the logits on a random image have a known spread (softmax neither flat nor one-hot).
     with torch.no_grad():
         probe = torch.rand(2, 3, 224, 224, generator=torch.Generator().manual_seed(1))
-        mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
-        probe = (probe - mean) / torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+        mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+        probe = (probe - mean) / torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
         std = float(model(probe).std())
         model.fc.weight.mul_(RESNET_LOGIT_STD / max(std, 1e-6))
         model.fc.bias.zero_()

@@ -8,6 +8,7 @@ through worker.registry; no Celery.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
@@ -47,6 +48,7 @@ class Runtime:
             heartbeat_s=self.settings.worker.heartbeat_interval_s,
         )
         self._lock = threading.Lock()
+        self._write_lock = threading.Lock()
         self._redis: redis.Redis | None = None
         self._stop = threading.Event()
         self._wake = threading.Event()
@@ -109,19 +111,23 @@ class Runtime:
         """Refresh this process's record; into `pipe` when given (the caller executes it).
 
         CPU and RSS are read (from /proc) by the heartbeat only; per-batch writes just flip
-        the state.
+        the state. Writes are ordered by their own lock (a late "Working" never overwrites a
+        newer "Idle"), while the state lock is held only to read the state, so a slow Redis
+        never holds up a batch's begin().
         """
         client = pipe if pipe is not None else self.client()
         if client is None:
             return
-        with self._lock:
-            if self._stop.is_set():
-                return  # removed on shutdown: a late heartbeat must not bring the record back
-            if snapshot:
-                self._snapshot()
-            self.status.state = "Working" if self.inflight else "Idle"
+        with self._write_lock if pipe is None else _NO_LOCK:
+            with self._lock:
+                if self._stop.is_set():
+                    return  # removed on shutdown: a late heartbeat must not bring it back
+                if snapshot:
+                    self._snapshot()
+                self.status.state = "Working" if self.inflight else "Idle"
+                key, payload = status.encode(self.status)
             try:
-                status.write(client, self.status)
+                client.hset(contract.PROCS_KEY, key, payload)
             except redis.RedisError as exc:
                 log.warning("cannot write worker status: %s", exc)
 
@@ -177,8 +183,9 @@ class Runtime:
                 pipe.expire(reply_to, contract.REPLY_TTL_S)
             if redelivered:
                 pipe.delete(contract.attempts_key(batch_id))
-            self.write_status(pipe, snapshot=False)
-            pipe.execute()
+            with self._write_lock:  # ordered with the heartbeat's writes
+                self.write_status(pipe, snapshot=False)
+                pipe.execute()
         except redis.RedisError as exc:
             log.error("cannot push the reply of batch %s to %s: %s", batch_id, reply_to, exc)
 
@@ -195,6 +202,8 @@ class Runtime:
             except redis.RedisError as exc:
                 log.warning("cannot remove worker status: %s", exc)
 
+
+_NO_LOCK = contextlib.nullcontext()
 
 _current: Runtime | None = None
 _current_lock = threading.Lock()

@@ -25,6 +25,7 @@ from worker import runtime
 
 log = logging.getLogger(__name__)
 
+
 @dataclass
 class WorkerContext:
     """What the worker parent knows before forking; children inherit it."""

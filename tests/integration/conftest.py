@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -109,7 +108,12 @@ def make_settings(model_dir: Path, redis_url: str, **web: object) -> Settings:
     models = (
         m("resnet18", "resnet18.pt", task="ImageClassification", max_batch_size=8),
         m("tiny", "tiny.pt", task="ImageClassification"),
-        m("labelled", "tiny.pt", task="ImageClassification", labels=str(model_dir / "tiny_labels.txt")),
+        m(
+            "labelled",
+            "tiny.pt",
+            task="ImageClassification",
+            labels=str(model_dir / "tiny_labels.txt"),
+        ),
         m("segmenter", "segmenter.pt", task="ImageToImage"),
         m("enhancer", "enhancer.pt"),
         m("textgen", "textgen.pt", task="TextToText"),
@@ -160,9 +164,11 @@ def model_dir(workdir: Path) -> Path:
     return d
 
 
-def wait_for_workers(stack: Stack, expected: dict[str, int], children: list[processes.Child],
-                     timeout_s: float = 180) -> None:
+def wait_for_workers(
+    stack: Stack, expected: dict[str, int], children: list[processes.Child], timeout_s: float = 180
+) -> None:
     """Until each model has `expected[model]` ready processes."""
+
     def ready() -> bool:
         counts: dict[str, int] = {}
         for p in stack.procs():
@@ -178,10 +184,15 @@ def wait_for_workers(stack: Stack, expected: dict[str, int], children: list[proc
 
 
 def start_worker(stack: Stack, name: str, models: list[str], concurrency: int) -> processes.Child:
-    argv = launch.worker_argv(stack.settings, models, concurrency=concurrency,
-                              hostname=f"{name}@test")
-    child = processes.start(f"worker {name}", argv, env=launch.child_env(stack.settings),
-                            log_path=_log(stack.workdir, f"worker-{name}"))
+    argv = launch.worker_argv(
+        stack.settings, models, concurrency=concurrency, hostname=f"{name}@test"
+    )
+    child = processes.start(
+        f"worker {name}",
+        argv,
+        env=launch.child_env(stack.settings),
+        log_path=_log(stack.workdir, f"worker-{name}"),
+    )
     stack.workers[name] = child
     return child
 
@@ -200,8 +211,9 @@ def stack(workdir: Path, redis_url: str, model_dir: Path) -> Iterator[Stack]:
 
 
 def start_web(stack: Stack, settings: Settings, name: str) -> Web:
-    child = processes.start(name, launch.web_argv(), env=launch.child_env(settings),
-                            log_path=_log(stack.workdir, name))
+    child = processes.start(
+        name, launch.web_argv(), env=launch.child_env(settings), log_path=_log(stack.workdir, name)
+    )
     url = f"http://127.0.0.1:{settings.web.port}"
 
     def healthy() -> bool:
@@ -228,13 +240,16 @@ def web(stack: Stack) -> Iterator[Web]:
 @pytest.fixture(scope="session")
 def tight_web(stack: Stack) -> Iterator[Web]:
     """One process with a short deadline: for 504 and 429 (max_queue 2 on `slow`)."""
-    models = tuple(dataclasses.replace(m, max_queue=2) if m.name == "slow" else m
-                   for m in stack.settings.models)
+    models = tuple(
+        dataclasses.replace(m, max_queue=2) if m.name == "slow" else m
+        for m in stack.settings.models
+    )
     settings = dataclasses.replace(
         stack.settings,
         models=models,
-        web=dataclasses.replace(stack.settings.web, port=processes.free_port(),
-                                processes=1, request_timeout_s=1.5),
+        web=dataclasses.replace(
+            stack.settings.web, port=processes.free_port(), processes=1, request_timeout_s=1.5
+        ),
     )
     w = start_web(stack, settings, "tight-web")
     yield w

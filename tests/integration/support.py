@@ -10,8 +10,9 @@ import torch
 from PIL import Image
 
 
-def image_bytes(width: int = 224, height: int = 224, fmt: str = "PNG", seed: int = 0,
-                mode: str = "RGB") -> bytes:
+def image_bytes(
+    width: int = 224, height: int = 224, fmt: str = "PNG", seed: int = 0, mode: str = "RGB"
+) -> bytes:
     g = torch.Generator().manual_seed(seed)
     pixels = (torch.rand(height, width, 3, generator=g) * 255).to(torch.uint8)
     img = Image.frombytes("RGB", (width, height), bytes(pixels.flatten().tolist())).convert(mode)

@@ -15,9 +15,14 @@ from tests.integration.support import b64, image_bytes
 GOOD_IMAGE = b64(image_bytes(64, 64, seed=9))
 
 
-def cls_body(image: str = GOOD_IMAGE, top_n: object = 3, model: str = "resnet18", **extra: object) -> dict:
-    return {"data": {"B64Image": {"image": image, "height": None, "width": None, **extra}},
-            "inference_type": {"ImageClassification": {"top_n": top_n}}, "model": model}
+def cls_body(
+    image: str = GOOD_IMAGE, top_n: object = 3, model: str = "resnet18", **extra: object
+) -> dict:
+    return {
+        "data": {"B64Image": {"image": image, "height": None, "width": None, **extra}},
+        "inference_type": {"ImageClassification": {"top_n": top_n}},
+        "model": model,
+    }
 
 
 def huge_png() -> str:
@@ -29,15 +34,45 @@ def huge_png() -> str:
 
 # (name, request kwargs, expected status, expected code or None)
 CASES: list[tuple[str, dict, int, str | None]] = [
-    ("invalid json", {"data": b"{not json", "headers": {"Content-Type": "application/json"}}, 400, "invalid_json"),
+    (
+        "invalid json",
+        {"data": b"{not json", "headers": {"Content-Type": "application/json"}},
+        400,
+        "invalid_json",
+    ),
     ("body not an object", {"json": [1, 2, 3]}, None, None),
     ("missing data", {"json": {"inference_type": "TextToText", "model": "echo"}}, None, None),
-    ("unknown data tag", {"json": {"data": {"Audio": "x"}, "inference_type": "TextToText", "model": "echo"}}, None, None),
-    ("unknown inference type", {"json": {"data": {"Text": "x"}, "inference_type": "Detection", "model": "echo"}}, None, None),
-    ("text not a string", {"json": {"data": {"Text": 5}, "inference_type": "TextToText", "model": "echo"}}, None, None),
+    (
+        "unknown data tag",
+        {"json": {"data": {"Audio": "x"}, "inference_type": "TextToText", "model": "echo"}},
+        None,
+        None,
+    ),
+    (
+        "unknown inference type",
+        {"json": {"data": {"Text": "x"}, "inference_type": "Detection", "model": "echo"}},
+        None,
+        None,
+    ),
+    (
+        "text not a string",
+        {"json": {"data": {"Text": 5}, "inference_type": "TextToText", "model": "echo"}},
+        None,
+        None,
+    ),
     ("bad base64", {"json": cls_body(image="!!! this is not base64 !!!")}, None, None),
-    ("not an image", {"json": cls_body(image=b64(b"hello, I am not a picture" * 10))}, 422, "invalid_image"),
-    ("truncated image", {"json": cls_body(image=b64(image_bytes(64, 64, seed=1)[:200]))}, 422, None),
+    (
+        "not an image",
+        {"json": cls_body(image=b64(b"hello, I am not a picture" * 10))},
+        422,
+        "invalid_image",
+    ),
+    (
+        "truncated image",
+        {"json": cls_body(image=b64(image_bytes(64, 64, seed=1)[:200]))},
+        422,
+        None,
+    ),
     ("top_n zero", {"json": cls_body(top_n=0)}, 422, None),
     ("top_n negative", {"json": cls_body(top_n=-1)}, 422, None),
     ("top_n string", {"json": cls_body(top_n="5")}, 422, None),
@@ -46,9 +81,42 @@ CASES: list[tuple[str, dict, int, str | None]] = [
     ("top_n above small class count", {"json": cls_body(top_n=11, model="tiny")}, 422, None),
     ("unknown model", {"json": cls_body(model="no-such-model")}, 404, "unknown_model"),
     ("height mismatch", {"json": cls_body(height=10, width=64)}, 422, None),
-    ("image for a text model", {"json": {"data": {"B64Image": {"image": GOOD_IMAGE}}, "inference_type": "TextToText", "model": "echo"}}, 422, None),
-    ("text for an image model", {"json": {"data": {"Text": "x"}, "inference_type": {"ImageClassification": {"top_n": 1}}, "model": "resnet18"}}, 422, None),
-    ("task the model does not do", {"json": {"data": {"B64Image": {"image": GOOD_IMAGE}}, "inference_type": "ImageToImage", "model": "resnet18"}}, 422, None),
+    (
+        "image for a text model",
+        {
+            "json": {
+                "data": {"B64Image": {"image": GOOD_IMAGE}},
+                "inference_type": "TextToText",
+                "model": "echo",
+            }
+        },
+        422,
+        None,
+    ),
+    (
+        "text for an image model",
+        {
+            "json": {
+                "data": {"Text": "x"},
+                "inference_type": {"ImageClassification": {"top_n": 1}},
+                "model": "resnet18",
+            }
+        },
+        422,
+        None,
+    ),
+    (
+        "task the model does not do",
+        {
+            "json": {
+                "data": {"B64Image": {"image": GOOD_IMAGE}},
+                "inference_type": "ImageToImage",
+                "model": "resnet18",
+            }
+        },
+        422,
+        None,
+    ),
     ("multipart", {"files": {"image": ("x.png", b"abc")}}, 415, None),
 ]
 
@@ -81,8 +149,12 @@ def test_image_over_pixel_limit(web: Web) -> None:
 
 def test_body_over_size_limit(web: Web) -> None:
     limit = web.settings.web.max_body_bytes
-    resp = requests.post(web.url + "/inference", data=b"x" * (limit + 1),
-                         headers={"Content-Type": "application/json"}, timeout=60)
+    resp = requests.post(
+        web.url + "/inference",
+        data=b"x" * (limit + 1),
+        headers={"Content-Type": "application/json"},
+        timeout=60,
+    )
     check_error(resp, 413, None)
 
 
@@ -96,7 +168,9 @@ def test_bad_requests_do_not_disturb_good_ones(web: Web) -> None:
     bad = [c[1] for c in CASES] * 2
     with ThreadPoolExecutor(16) as pool:
         good_futures = [pool.submit(web.post, "/inference", good) for _ in range(24)]
-        bad_futures = [pool.submit(requests.post, web.url + "/inference", timeout=60, **kw) for kw in bad]
+        bad_futures = [
+            pool.submit(requests.post, web.url + "/inference", timeout=60, **kw) for kw in bad
+        ]
         for f in bad_futures:
             assert 400 <= f.result().status_code < 500
         first = good_futures[0].result().json()

@@ -24,7 +24,9 @@ def clean_env() -> dict[str, str]:
     return env
 
 
-def test_serve_one_command_with_embedded_redis_and_no_orphans(model_dir: Path, workdir: Path) -> None:
+def test_serve_one_command_with_embedded_redis_and_no_orphans(
+    model_dir: Path, workdir: Path
+) -> None:
     port = processes.free_port()
     run_dir = workdir / "serve"
     run_dir.mkdir()
@@ -32,9 +34,23 @@ def test_serve_one_command_with_embedded_redis_and_no_orphans(model_dir: Path, w
     out_path = _log(workdir, "serve-stdout")
     with open(out_path, "wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "autodep_celery.cli", "serve", str(model_dir / "tiny.pt"),
-             "--port", str(port), "--concurrency", "1", "--log-dir", str(log_dir)],
-            cwd=run_dir, env=clean_env(), stdout=out, stderr=subprocess.STDOUT,
+            [
+                sys.executable,
+                "-m",
+                "autodep_celery.cli",
+                "serve",
+                str(model_dir / "tiny.pt"),
+                "--port",
+                str(port),
+                "--concurrency",
+                "1",
+                "--log-dir",
+                str(log_dir),
+            ],
+            cwd=run_dir,
+            env=clean_env(),
+            stdout=out,
+            stderr=subprocess.STDOUT,
         )
     try:
         deadline = wait_s(180)
@@ -47,17 +63,27 @@ def test_serve_one_command_with_embedded_redis_and_no_orphans(model_dir: Path, w
         assert len(tree) >= 4  # redis, celery worker + a pool child, gunicorn master + workers
         assert requests.get(base + "/ready", timeout=10).status_code == 200
         # one model served: the request may leave `model` out
-        resp = requests.post(base + "/inference", timeout=60, json={
-            "data": {"B64Image": {"image": b64(image_bytes(32, 32)), "height": 32, "width": 32}},
-            "inference_type": {"ImageClassification": {"top_n": 2}}})
+        resp = requests.post(
+            base + "/inference",
+            timeout=60,
+            json={
+                "data": {
+                    "B64Image": {"image": b64(image_bytes(32, 32)), "height": 32, "width": 32}
+                },
+                "inference_type": {"ImageClassification": {"top_n": 2}},
+            },
+        )
         assert resp.status_code == 200, resp.text
         assert [e["label"][:6] for e in resp.json()[0]["Classification"]] == ["class_"] * 2
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=60) == 0, out_path.read_text()
         deadline = wait_s(15)
         while time.monotonic() < deadline:
-            left = [pid for pid in tree if psutil.pid_exists(pid)
-                    and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE]
+            left = [
+                pid
+                for pid in tree
+                if psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+            ]
             if not left:
                 break
             time.sleep(0.2)
@@ -71,21 +97,47 @@ def test_serve_one_command_with_embedded_redis_and_no_orphans(model_dir: Path, w
 def test_serve_reports_a_bad_config_clearly(workdir: Path) -> None:
     bad = workdir / "bad.toml"
     bad.write_text('[worker]\ndevcie = "cpu"\n')
-    result = subprocess.run([sys.executable, "-m", "autodep_celery.cli", "serve", "--config", str(bad)],
-                            env=clean_env(), capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-m", "autodep_celery.cli", "serve", "--config", str(bad)],
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 2
     assert "devcie" in result.stderr and "device" in result.stderr
 
 
 def test_celery_worker_started_by_hand_joins(stack: Stack, web: Web, workdir: Path) -> None:
     toml = workdir / "byhand.toml"
-    toml.write_text(f'[[models]]\nname = "tiny"\npath = "{stack.model_dir / "tiny.pt"}"\n'
-                    f'task = "ImageClassification"\n')
+    toml.write_text(
+        f'[[models]]\nname = "tiny"\npath = "{stack.model_dir / "tiny.pt"}"\n'
+        f'task = "ImageClassification"\n'
+    )
     env = clean_env()
-    env.update({config.CONFIG_ENV: str(toml), "AUTODEP_BROKER__URL": stack.redis_url,
-                "AUTODEP_WORKER__HEARTBEAT_INTERVAL_S": "0.5"})
-    argv = [sys.executable, "-m", "celery", "-A", "autodep_celery", "worker", "-Q", "autodep.tiny",
-            "-n", "byhand@%h", "-c", "1", "--without-mingle", "--without-gossip"]
+    env.update(
+        {
+            config.CONFIG_ENV: str(toml),
+            "AUTODEP_BROKER__URL": stack.redis_url,
+            "AUTODEP_WORKER__HEARTBEAT_INTERVAL_S": "0.5",
+        }
+    )
+    argv = [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "autodep_celery",
+        "worker",
+        "-Q",
+        "autodep.tiny",
+        "-n",
+        "byhand@%h",
+        "-c",
+        "1",
+        "--without-mingle",
+        "--without-gossip",
+    ]
     child = processes.start("byhand", argv, env=env, log_path=_log(workdir, "worker-byhand"))
     try:
         deadline = wait_s(120)
@@ -95,9 +147,14 @@ def test_celery_worker_started_by_hand_joins(stack: Stack, web: Web, workdir: Pa
             time.sleep(0.25)
         # requests keep working with the extra worker competing on the queue
         for i in range(6):
-            resp = web.post("/inference", json={
-                "data": {"B64Image": {"image": b64(image_bytes(16, 16, seed=i))}},
-                "inference_type": {"ImageClassification": {"top_n": 1}}, "model": "tiny"})
+            resp = web.post(
+                "/inference",
+                json={
+                    "data": {"B64Image": {"image": b64(image_bytes(16, 16, seed=i))}},
+                    "inference_type": {"ImageClassification": {"top_n": 1}},
+                    "model": "tiny",
+                },
+            )
             assert resp.status_code == 200, resp.text
     finally:
         child.stop()

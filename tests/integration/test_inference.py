@@ -18,11 +18,20 @@ from tests.integration.support import (
     to_tensor,
 )
 
-IMAGENET = resources.files("autodep_celery").joinpath("data/imagenet_classes.txt").read_text().split("\n")
+IMAGENET = (
+    resources.files("autodep_celery").joinpath("data/imagenet_classes.txt").read_text().split("\n")
+)
 
 
-def classify(web: Web, data: bytes, model: str = "resnet18", top_n: int | None = 5,
-             height: object = None, width: object = None, omit_size: bool = False) -> object:
+def classify(
+    web: Web,
+    data: bytes,
+    model: str = "resnet18",
+    top_n: int | None = 5,
+    height: object = None,
+    width: object = None,
+    omit_size: bool = False,
+) -> object:
     image: dict[str, object] = {"image": b64(data)}
     if not omit_size:
         image.update(height=height, width=width)
@@ -33,8 +42,9 @@ def classify(web: Web, data: bytes, model: str = "resnet18", top_n: int | None =
     return resp.json()
 
 
-def assert_classification(body: object, model_path: str, data: bytes, top_n: int,
-                          labels: list[str]) -> None:
+def assert_classification(
+    body: object, model_path: str, data: bytes, top_n: int, labels: list[str]
+) -> None:
     assert isinstance(body, list) and len(body) == 2
     inference, took = body
     assert set(took) == {"secs", "nanos"} and took["secs"] >= 0 and 0 <= took["nanos"] < 10**9
@@ -85,16 +95,21 @@ def test_grayscale_alpha_and_palette_images(stack: Stack, web: Web, mode: str) -
 def test_small_classifier_labels_and_labels_file(stack: Stack, web: Web) -> None:
     data = image_bytes(32, 48, seed=6)
     plain = classify(web, data, model="tiny", top_n=3)
-    assert_classification(plain, str(stack.model_dir / "tiny.pt"), data, 3,
-                          [f"class_{i}" for i in range(10)])
+    assert_classification(
+        plain, str(stack.model_dir / "tiny.pt"), data, 3, [f"class_{i}" for i in range(10)]
+    )
     named = classify(web, data, model="labelled", top_n=3)
-    assert_classification(named, str(stack.model_dir / "tiny.pt"), data, 3,
-                          [f"thing-{i}" for i in range(10)])
+    assert_classification(
+        named, str(stack.model_dir / "tiny.pt"), data, 3, [f"thing-{i}" for i in range(10)]
+    )
 
 
 def image_to_image(web: Web, model: str, data: bytes) -> dict:
-    body = {"data": {"B64Image": {"image": b64(data), "height": None, "width": None}},
-            "inference_type": "ImageToImage", "model": model}
+    body = {
+        "data": {"B64Image": {"image": b64(data), "height": None, "width": None}},
+        "inference_type": "ImageToImage",
+        "model": model,
+    }
     resp = web.post("/inference", json=body)
     assert resp.status_code == 200, resp.text
     inference, took = resp.json()
@@ -134,8 +149,9 @@ def test_image_to_image_segmentation(stack: Stack, web: Web) -> None:
 @pytest.mark.parametrize("model", ["textgen", "echo"])
 def test_text_to_text(stack: Stack, web: Web, key: str, model: str) -> None:
     text = "Hello, autodep! ünïcode"
-    resp = web.post("/inference", json={"data": {key: text}, "inference_type": "TextToText",
-                                        "model": model})
+    resp = web.post(
+        "/inference", json={"data": {key: text}, "inference_type": "TextToText", "model": model}
+    )
     assert resp.status_code == 200, resp.text
     inference, _ = resp.json()
     loaded = torch.jit.load(str(stack.model_dir / f"{model}.pt"))
@@ -172,8 +188,14 @@ def test_concurrent_mixed_requests_each_get_their_own_answer(stack: Stack, web: 
         if kind == "tiny":
             return kind, payload, classify(web, payload, model="tiny", top_n=2)
         if kind == "text":
-            resp = web.post("/inference", json={"data": {"Text": payload},
-                                                "inference_type": "TextToText", "model": "textgen"})
+            resp = web.post(
+                "/inference",
+                json={
+                    "data": {"Text": payload},
+                    "inference_type": "TextToText",
+                    "model": "textgen",
+                },
+            )
             assert resp.status_code == 200, resp.text
             return kind, payload, resp.json()
         return kind, payload, image_to_image(web, "enhancer", payload)
@@ -185,8 +207,13 @@ def test_concurrent_mixed_requests_each_get_their_own_answer(stack: Stack, web: 
         if kind == "cls":
             assert_classification(body, str(stack.model_dir / "resnet18.pt"), payload, 3, IMAGENET)
         elif kind == "tiny":
-            assert_classification(body, str(stack.model_dir / "tiny.pt"), payload, 2,
-                                  [f"class_{i}" for i in range(10)])
+            assert_classification(
+                body,
+                str(stack.model_dir / "tiny.pt"),
+                payload,
+                2,
+                [f"class_{i}" for i in range(10)],
+            )
         elif kind == "text":
             assert body[0] == {"Text": textgen([payload])[0]}
         else:

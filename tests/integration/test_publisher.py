@@ -21,12 +21,23 @@ VOLATILE_PROPERTIES = {"correlation_id", "delivery_tag", "reply_to", "expiration
 def test_fast_publish_equals_celery_send_task(redis_url: str) -> None:
     model = ModelSettings("nobody", "/nonexistent.pt")
     settings = Settings(broker=config.BrokerSettings(url=redis_url), models=(model,))
-    batch = contract.make_batch("nobody", "b1", "autodep:reply:x",
-                                [contract.image_item("ImageClassification", b"\x89PNG..", time.time() + 30, 3)])
+    batch = contract.make_batch(
+        "nobody",
+        "b1",
+        "autodep:reply:x",
+        [contract.image_item("ImageClassification", b"\x89PNG..", time.time() + 30, 3)],
+    )
     app = make_celery(settings)
-    app.send_task(contract.INFER_TASK, args=[batch], queue=model.queue, routing_key=model.queue,
-                  ignore_result=True, expires=30.0, argsrepr="<batch of 1 for nobody>",
-                  kwargsrepr="{}")
+    app.send_task(
+        contract.INFER_TASK,
+        args=[batch],
+        queue=model.queue,
+        routing_key=model.queue,
+        ignore_result=True,
+        expires=30.0,
+        argsrepr="<batch of 1 for nobody>",
+        kwargsrepr="{}",
+    )
     RedisPublisher(redis_url).send(model, batch, 30.0)
     client = redis.Redis.from_url(redis_url)
     try:

@@ -15,8 +15,11 @@ from tests.integration.support import b64, image_bytes, wait_s
 
 def slow_body(width: int, seed: int = 0) -> dict:
     # the slow model computes ~10 matmuls (~20 ms here) per pixel of width
-    return {"data": {"B64Image": {"image": b64(image_bytes(width, 8, seed=seed))}},
-            "inference_type": "ImageToImage", "model": "slow"}
+    return {
+        "data": {"B64Image": {"image": b64(image_bytes(width, 8, seed=seed))}},
+        "inference_type": "ImageToImage",
+        "model": "slow",
+    }
 
 
 def working_slow_pid(web: Web, timeout_s: float = 20, not_in: frozenset[int] = frozenset()) -> int:
@@ -55,7 +58,9 @@ def test_sigkilled_child_loses_no_request(stack: Stack, web: Web) -> None:
         raise AssertionError(f"pool did not recover: {names}")
 
 
-def test_batch_that_keeps_killing_its_process_fails_with_worker_lost(stack: Stack, web: Web) -> None:
+def test_batch_that_keeps_killing_its_process_fails_with_worker_lost(
+    stack: Stack, web: Web
+) -> None:
     attempts = stack.settings.worker.max_attempts
     killed: set[int] = set()
     with ThreadPoolExecutor(1) as pool:
@@ -91,8 +96,9 @@ def test_deadline_gives_504_and_server_keeps_serving(tight_web: Web) -> None:
 
 def test_backpressure_gives_429_with_retry_after(tight_web: Web) -> None:
     with ThreadPoolExecutor(8) as pool:
-        responses = list(pool.map(lambda i: tight_web.post("/inference", json=slow_body(30, seed=i)),
-                                  range(8)))
+        responses = list(
+            pool.map(lambda i: tight_web.post("/inference", json=slow_body(30, seed=i)), range(8))
+        )
     codes = sorted(r.status_code for r in responses)
     rejected = [r for r in responses if r.status_code == 429]
     assert rejected, codes
@@ -105,9 +111,14 @@ def test_backpressure_gives_429_with_retry_after(tight_web: Web) -> None:
 
 def test_model_without_worker_gives_503_fast(web: Web) -> None:
     start = time.monotonic()
-    resp = web.post("/inference", json={"data": {"B64Image": {"image": b64(image_bytes(8, 8))}},
-                                        "inference_type": {"ImageClassification": {"top_n": 1}},
-                                        "model": "ghost"})
+    resp = web.post(
+        "/inference",
+        json={
+            "data": {"B64Image": {"image": b64(image_bytes(8, 8))}},
+            "inference_type": {"ImageClassification": {"top_n": 1}},
+            "model": "ghost",
+        },
+    )
     assert resp.status_code == 503, resp.text
     assert resp.json()["error"]["code"] == "no_worker"
     assert "ghost" in resp.json()["error"]["message"]

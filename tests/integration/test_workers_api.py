@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import psutil
 
@@ -11,9 +12,14 @@ from tests.integration.support import b64, image_bytes, wait_s
 
 
 def tiny_request(web: Web, seed: int) -> None:
-    resp = web.post("/inference", json={"data": {"B64Image": {"image": b64(image_bytes(16, 16, seed=seed))}},
-                                        "inference_type": {"ImageClassification": {"top_n": 1}},
-                                        "model": "tiny"})
+    resp = web.post(
+        "/inference",
+        json={
+            "data": {"B64Image": {"image": b64(image_bytes(16, 16, seed=seed))}},
+            "inference_type": {"ImageClassification": {"top_n": 1}},
+            "model": "tiny",
+        },
+    )
     assert resp.status_code == 200, resp.text
 
 
@@ -33,8 +39,25 @@ def test_status_lists_every_pool_process_with_real_pids(stack: Stack, web: Web) 
 
 
 def test_workers_lists_only_busy_processes(web: Web) -> None:
-    busy = web.get("/workers").json()
-    assert all(state == "Working" for state in busy.values())
+    body = {
+        "data": {"B64Image": {"image": b64(image_bytes(150, 8, seed=7))}},
+        "inference_type": "ImageToImage",
+        "model": "slow",
+    }
+    with ThreadPoolExecutor(1) as pool:
+        future = pool.submit(web.post, "/inference", body)
+        deadline = wait_s(20)
+        busy: dict[str, str] = {}
+        while time.monotonic() < deadline and not any(n.startswith("slow@") for n in busy):
+            busy = web.get("/workers").json()
+            time.sleep(0.05)
+        everyone = web.get("/workers/_status").json()
+        assert future.result(timeout=60).status_code == 200
+    assert any(n.startswith("slow@") for n in busy), busy
+    assert set(busy.values()) == {"Working"}
+    assert set(busy) <= set(everyone)
+    idle_small = [n for n, state in everyone.items() if n.startswith("small@") and state == "Idle"]
+    assert idle_small and not set(idle_small) & set(busy)
 
 
 def test_info_counts_requests_and_reports_cpu_and_rss(web: Web) -> None:

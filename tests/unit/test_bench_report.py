@@ -53,7 +53,13 @@ def test_wrk_argv_threads_and_duration() -> None:
     assert argv[:7] == ["wrk", "-t", "1", "-c", "1", "-d", "10s"]
     assert argv[-3:] == ["http://h/i", "--", "b.json"]
     assert wrk.argv("wrk", "u", Path("s"), Path("b"), 64, 0.2)[1:7] == [
-        "-t", "2", "-c", "64", "-d", "1s"]
+        "-t",
+        "2",
+        "-c",
+        "64",
+        "-d",
+        "1s",
+    ]
     assert [wrk.threads_for(c) for c in (1, 2, 16, 64)] == [1, 2, 2, 2]
 
 
@@ -100,8 +106,17 @@ def test_ratios_against_limit_and_baseline() -> None:
 
 def test_table_has_one_row_per_point_and_the_best_limit() -> None:
     lines = report.format_table(RESULTS).splitlines()
-    assert lines[0].split() == ["system", "workload", "concurrency", "req/s", "p50", "ms",
-                                "p99", "ms", "errors"]
+    assert lines[0].split() == [
+        "system",
+        "workload",
+        "concurrency",
+        "req/s",
+        "p50",
+        "ms",
+        "p99",
+        "ms",
+        "errors",
+    ]
     assert len(lines) == 2 + 1 + 4 + 1  # header, rule, limit, 4 resnet rows, 1 tiny row
     assert lines[2].startswith("limit (2x1 thr, batch 4)") and "50.0" in lines[2]
     assert lines[4].split() == ["served", "resnet18", "64", "45.0", "1,200.0", "1,500.5", "3"]
@@ -126,20 +141,65 @@ def test_empty_results_format_without_errors() -> None:
 
 
 def test_wrk_cpu_share() -> None:
-    results = {"machine": {"cores": 2}, "workloads": {"w": {"systems": {"served": [
-        {**_row(1, 1.0), "wrk_cpu_s": 0.5, "duration_s": 10.0},
-        {**_row(16, 1.0), "wrk_cpu_s": 1.5, "duration_s": 10.0}]}}}}
+    results = {
+        "machine": {"cores": 2},
+        "workloads": {
+            "w": {
+                "systems": {
+                    "served": [
+                        {**_row(1, 1.0), "wrk_cpu_s": 0.5, "duration_s": 10.0},
+                        {**_row(16, 1.0), "wrk_cpu_s": 1.5, "duration_s": 10.0},
+                    ]
+                }
+            }
+        },
+    }
     assert report.wrk_cpu_summary(results) == (
-        "wrk's own CPU: mean 10.0% of one core, max 15.0% (of 200% on 2 cores)")
+        "wrk's own CPU: mean 10.0% of one core, max 15.0% (of 200% on 2 cores)"
+    )
 
 
 def test_no_completed_request_has_no_latency() -> None:
-    line = ('BENCH_JSON {"requests": 0, "duration_us": 2000000, "bytes": 0, "latency_us": {"p50": '
-            '0, "p90": 0, "p99": 0, "mean": 0, "max": 0}, "errors": {"connect": 0, "read": 0, '
-            '"write": 0, "status": 0, "timeout": 0}, "non2xx": 0}')
+    line = (
+        'BENCH_JSON {"requests": 0, "duration_us": 2000000, "bytes": 0, "latency_us": {"p50": '
+        '0, "p90": 0, "p99": 0, "mean": 0, "max": 0}, "errors": {"connect": 0, "read": 0, '
+        '"write": 0, "status": 0, "timeout": 0}, "non2xx": 0}'
+    )
     r = wrk.parse_output(line)
     assert (r.req_per_s, r.p50_ms, r.p99_ms) == (0.0, None, None)
-    results = {"workloads": {"w": {"systems": {"served": [
-        {"concurrency": 64, "req_per_s": 0.0, "p50_ms": None, "p99_ms": None, "errors": 0}]}}}}
+    results = {
+        "workloads": {
+            "w": {
+                "systems": {
+                    "served": [
+                        {
+                            "concurrency": 64,
+                            "req_per_s": 0.0,
+                            "p50_ms": None,
+                            "p99_ms": None,
+                            "errors": 0,
+                        }
+                    ]
+                }
+            }
+        }
+    }
     assert report.format_table(results).splitlines()[2].split() == [
-        "served", "w", "64", "0.0", "-", "-", "0"]
+        "served",
+        "w",
+        "64",
+        "0.0",
+        "-",
+        "-",
+        "0",
+    ]
+
+
+def test_floor_is_printed_next_to_the_served_p50() -> None:
+    results = {"workloads": {"tiny": {
+        "floor": {"http_health_p50_ms": 0.8, "celery_empty_batch": {"p50_ms": 3.1}},
+        "systems": {"served": [{"concurrency": 1, "p50_ms": 5.0}]}}}}
+    line = report.format_floor(results)
+    assert "GET /health p50 0.8" in line and "3.1" in line and "floor 3.9" in line
+    assert "served c=1 p50 5.0" in line
+    assert report.format_floor({"workloads": {"tiny": {"systems": {}}}}) == ""

@@ -21,8 +21,9 @@ pytestmark = pytest.mark.unit
 def make():
     made = []
 
-    def factory(workers=1, max_batch_size=8, max_batch_delay_ms=10_000.0, max_queue=256,
-                web_processes=1):
+    def factory(
+        workers=1, max_batch_size=8, max_batch_delay_ms=10_000.0, max_queue=256, web_processes=1
+    ):
         model = ModelSettings(
             "m",
             "/tmp/m.pt",
@@ -122,24 +123,41 @@ def test_partial_batch_waits_max_batch_delay(make):
     assert len(b2["items"]) == 3
 
 
-def test_in_flight_limit_is_this_process_share_of_ready_workers(make):
+def test_in_flight_limit_is_this_process_share_of_ready_workers_plus_one(make):
     d, sender, replies = make(workers=3, max_batch_delay_ms=0, web_processes=2)
-    for i in range(3):
+    for i in range(4):
         d.submit("m", item(str(i)))
         settle(0.05)
-    assert len(sender.batches) == 2  # ceil(3 workers / 2 web processes) in flight
+    assert len(sender.batches) == 3  # ceil(3 workers / 2 web processes) + 1 queued behind
     reply_to(replies, sender.batches[0])
-    assert len(sender.wait_for(3)[2]["items"]) == 1
+    assert len(sender.wait_for(4)[3]["items"]) == 1
 
 
-def test_in_flight_limit_is_the_number_of_ready_workers(make):
+def test_in_flight_limit_with_one_web_process(make):
     d, sender, replies = make(workers=2, max_batch_delay_ms=0)
-    for i in range(3):
+    for i in range(4):
         d.submit("m", item(str(i)))
         settle(0.05)
-    assert len(sender.batches) == 2  # the third waits for a free worker
+    assert len(sender.batches) == 3  # 2 workers + 1 queued; the fourth waits
     reply_to(replies, sender.batches[0])
-    assert len(sender.wait_for(3)[2]["items"]) == 1
+    assert len(sender.wait_for(4)[3]["items"]) == 1
+
+
+def test_batches_gather_for_half_a_round_trip_while_one_runs(make):
+    d, sender, replies = make(workers=1, max_batch_delay_ms=0)
+    d.submit("m", item("first"))
+    b1 = sender.wait_for(1)[0]
+    settle(0.3)  # a slow model: this round trip takes ~0.3 s
+    reply_to(replies, b1)
+    d.submit("m", item("a"))
+    b2 = sender.wait_for(2)[1]  # idle again: sent at once
+    d.submit("m", item("b"))
+    settle(0.05)
+    assert len(sender.batches) == 2  # gathers (~0.15 s) instead of leaving at once
+    d.submit("m", item("c"))
+    b3 = sender.wait_for(3, timeout_s=2)[2]
+    assert [i["text"] for i in b3["items"]] == ["b", "c"]
+    reply_to(replies, b2)
 
 
 def test_late_reply_is_dropped_and_slot_freed_at_deadline(make):
@@ -235,3 +253,20 @@ def test_unknown_model_is_rejected(make):
     d, _, _ = make()
     with pytest.raises(errors.UnknownModel):
         d.submit("other", item())
+
+
+def test_slow_models_get_smaller_batches(make):
+    d, sender, replies = make(workers=1, max_batch_size=8, max_batch_delay_ms=0)
+    d.submit("m", item("first"))
+    b1 = sender.wait_for(1)[0]
+    # the worker reports 0.2 s of compute for one item: batches aim at ~0.4 s, so 2 items
+    reply_to(replies, b1, [contract.ok_result({"Text": "first"}, 200_000_000)])
+    settle(0.05)
+    d.submit("m", item("a"))
+    b2 = sender.wait_for(2)[1]  # idle: at once
+    for name in "bcdef":
+        d.submit("m", item(name))
+    b3 = sender.wait_for(3)[2]
+    assert [i["text"] for i in b3["items"]] == ["b", "c"]
+    reply_to(replies, b2)
+    reply_to(replies, b3)

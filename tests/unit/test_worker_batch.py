@@ -69,7 +69,9 @@ def png(width: int, height: int, seed: int = 0) -> bytes:
     g = torch.Generator().manual_seed(seed)
     pixels = (torch.rand(height, width, 3, generator=g) * 255).to(torch.uint8)
     buf = io.BytesIO()
-    Image.frombytes("RGB", (width, height), bytes(pixels.flatten().tolist())).save(buf, format="PNG")
+    Image.frombytes("RGB", (width, height), bytes(pixels.flatten().tolist())).save(
+        buf, format="PNG"
+    )
     return buf.getvalue()
 
 
@@ -288,3 +290,58 @@ def test_registry_keeps_at_most_max_loaded(settings: Settings) -> None:
     small.get("textgen")
     assert small.loaded_names() == ["tiny", "textgen"]
     assert small.preload(["broken"]) == []
+
+
+class PickyText(torch.nn.Module):
+    """Fails the whole call when any string is "boom"."""
+
+    def forward(self, texts: list[str]) -> list[str]:
+        for t in texts:
+            if t == "boom":
+                raise RuntimeError("cannot say boom")
+        return [t + "!" for t in texts]
+
+
+class PickyImage(torch.nn.Module):
+    """Fails the whole batch when any image is all white."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if bool((x.flatten(1).min(dim=1).values > 0.99).any()):
+            raise RuntimeError("white image")
+        return x.mean(dim=(2, 3))
+
+
+def white_png(size: int = 8) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (size, size), (255, 255, 255)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def test_one_bad_input_fails_alone_in_a_batch(tmp_path: Path) -> None:
+    torch.jit.script(PickyText()).save(str(tmp_path / "picky_text.pt"))
+    torch.jit.script(PickyImage()).save(str(tmp_path / "picky_image.pt"))
+    settings = Settings(
+        models=(
+            ModelSettings("pt", str(tmp_path / "picky_text.pt"), task="TextToText"),
+            ModelSettings(
+                "pi",
+                str(tmp_path / "picky_image.pt"),
+                task="ImageClassification",
+                mean=(0.0, 0.0, 0.0),
+                std=(1.0, 1.0, 1.0),
+            ),
+        )
+    )
+    reg = Registry(settings)
+    texts = [contract.text_item(t, FAR) for t in ("a", "boom", "c")]
+    got = run_batch(reg, settings, batch("pt", texts))["results"]
+    assert [r.get("output") for r in got] == [{"Text": "a!"}, None, {"Text": "c!"}]
+    assert got[1]["error"]["code"] == "model_rejected_input" and got[1]["error"]["status"] == 422
+    images = [
+        cls_item(png(8, 8, seed=1), top_n=1),
+        cls_item(white_png()),
+        cls_item(png(8, 8, seed=2), top_n=1),
+    ]
+    got = run_batch(reg, settings, batch("pi", images))["results"]
+    assert [r["ok"] for r in got] == [True, False, True]
+    assert "white image" in got[1]["error"]["message"]
