@@ -299,6 +299,7 @@ def _served(
         broker = floor.broker_url_from_log(workdir / "served.log")
         base = f"http://127.0.0.1:{port}"
         found = floor.measure(base, broker, name, workdir, min(5.0, args.duration_s))
+        found["worker_rss"] = _worker_rss(base)
         if floor_out is not None:
             floor_out.update(found)
         celery = found.get("celery_empty_batch", {}).get("p50_ms")
@@ -310,6 +311,23 @@ def _served(
     children.remove(child)
     progress.done("stopped")
     return rows
+
+
+def _worker_rss(base: str) -> list[dict[str, Any]]:
+    """RSS of every worker process of the served system, from GET /workers/_info."""
+    import json
+    import urllib.request
+
+    with urllib.request.urlopen(base + "/workers/_info", timeout=10) as resp:
+        info = json.loads(resp.read())
+    return [
+        {
+            "process": f"{i['worker']}/{i['pid']}",
+            "rss_bytes": i["rss_bytes"],
+            "requests_served": served,
+        }
+        for i, served in info
+    ]
 
 
 def _ms(value: float | None) -> str:

@@ -206,4 +206,8 @@ def format_floor(results: dict[str, Any]) -> str:
             f"{name:<10} GET /health p50 {_fmt(http)} ms + empty Celery batch p50 {_fmt(celery)} ms"
             f" = floor {_fmt(total)} ms; served c=1 p50 {_fmt(served[1]['p50_ms'])} ms"
         )
+        rss = floor.get("worker_rss") or []
+        if rss:
+            per = ", ".join(f"{r['process']} {r['rss_bytes'] / 2**20:.0f} MiB" for r in rss)
+            lines.append(f"{'':<10} worker RSS after the run: {per}")
     return "\n".join(lines)
