@@ -188,7 +188,12 @@ def serve(args: argparse.Namespace) -> int:
     finally:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        processes.stop_all(children)
+        # web first (no new work), then the workers together, then the broker
+        web_children = [c for c in children if c.name == "web"]
+        workers = [c for c in children if c.name.startswith("worker ")]
+        processes.stop_all(web_children)
+        processes.stop_together(workers)
+        processes.stop_all([c for c in children if c not in web_children and c not in workers])
         if workdir is not None:
             shutil.rmtree(workdir, ignore_errors=True)
 
