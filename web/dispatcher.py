@@ -167,8 +167,10 @@ class Dispatcher:
             self._outstanding[model] = self._outstanding.get(model, 1) - 1
 
     def outstanding(self, model: str) -> int:
+        if self._pid != os.getpid():
+            return 0  # nothing submitted in this process yet
         with self._lock:
-            return self._outstanding.get(model, 0) if self._pid else 0
+            return self._outstanding.get(model, 0)
 
     def has_worker(self, model: str) -> bool:
         if model in models_with_workers(self._view.procs()):

@@ -196,10 +196,18 @@ def test_no_completed_request_has_no_latency() -> None:
 
 
 def test_floor_is_printed_next_to_the_served_p50() -> None:
-    results = {"workloads": {"tiny": {
-        "floor": {"http_health_p50_ms": 0.8, "celery_empty_batch": {"p50_ms": 3.1},
-                  "worker_rss": [{"process": "tiny@h/7", "rss_bytes": 200 * 2**20}]},
-        "systems": {"served": [{"concurrency": 1, "p50_ms": 5.0}]}}}}
+    results = {
+        "workloads": {
+            "tiny": {
+                "floor": {
+                    "http_health_p50_ms": 0.8,
+                    "celery_empty_batch": {"p50_ms": 3.1},
+                    "worker_rss": [{"process": "tiny@h/7", "rss_bytes": 200 * 2**20}],
+                },
+                "systems": {"served": [{"concurrency": 1, "p50_ms": 5.0}]},
+            }
+        }
+    }
     line = report.format_floor(results)
     assert "GET /health p50 0.8" in line and "3.1" in line and "floor 3.9" in line
     assert "served c=1 p50 5.0" in line
