@@ -6,11 +6,11 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 import psutil
+import pytest
 import requests
 
 from autodep_celery import config, processes
@@ -108,8 +108,37 @@ def test_serve_reports_a_bad_config_clearly(workdir: Path) -> None:
     assert "devcie" in result.stderr and "device" in result.stderr
 
 
-def test_celery_worker_started_by_hand_joins(stack: Stack, web: Web, workdir: Path) -> None:
-    toml = workdir / "byhand.toml"
+BY_HAND = {
+    # what a user runs on another machine: plain Celery with the same config.toml
+    "celery": (
+        [
+            "-m",
+            "celery",
+            "-A",
+            "autodep_celery",
+            "worker",
+            "-Q",
+            "autodep.tiny",
+            "-n",
+            "byhand@%h",
+            "-c",
+            "1",
+            "--without-mingle",
+            "--without-gossip",
+        ],
+        "byhand@",
+    ),
+    # or the project's own command, which names the worker after its models
+    "autodep": (
+        ["-m", "autodep_celery.cli", "worker", "--models", "tiny", "--concurrency", "1"],
+        "tiny@",
+    ),
+}
+
+
+@pytest.mark.parametrize("how", sorted(BY_HAND))
+def test_worker_started_by_hand_joins(stack: Stack, web: Web, workdir: Path, how: str) -> None:
+    toml = workdir / f"byhand-{how}.toml"
     toml.write_text(
         f'[[models]]\nname = "tiny"\npath = "{stack.model_dir / "tiny.pt"}"\n'
         f'task = "ImageClassification"\n'
@@ -122,29 +151,16 @@ def test_celery_worker_started_by_hand_joins(stack: Stack, web: Web, workdir: Pa
             "AUTODEP_WORKER__HEARTBEAT_INTERVAL_S": "0.5",
         }
     )
-    argv = [
-        sys.executable,
-        "-m",
-        "celery",
-        "-A",
-        "autodep_celery",
-        "worker",
-        "-Q",
-        "autodep.tiny",
-        "-n",
-        "byhand@%h",
-        "-c",
-        "1",
-        "--without-mingle",
-        "--without-gossip",
-    ]
-    child = processes.start("byhand", argv, env=env, log_path=_log(workdir, "worker-byhand"))
+    args, prefix = BY_HAND[how]
+    child = processes.start(
+        how, [sys.executable, *args], env=env, log_path=_log(workdir, f"worker-byhand-{how}")
+    )
+
+    def listed() -> bool:
+        return any(n.startswith(prefix) for n in web.get("/workers/_status").json())
+
     try:
-        deadline = wait_s(120)
-        while not any(n.startswith("byhand@") for n in web.get("/workers/_status").json()):
-            assert child.alive(), "celery worker exited"
-            assert time.monotonic() < deadline
-            time.sleep(0.25)
+        processes.wait_until(listed, 120, f"worker started with {how}", 0.25, child.alive)
         # requests keep working with the extra worker competing on the queue
         for i in range(6):
             resp = web.post(
@@ -158,10 +174,4 @@ def test_celery_worker_started_by_hand_joins(stack: Stack, web: Web, workdir: Pa
             assert resp.status_code == 200, resp.text
     finally:
         child.stop()
-    stopped = threading.Event()
-    deadline = wait_s(15)
-    while time.monotonic() < deadline and not stopped.is_set():
-        if not any(n.startswith("byhand@") for n in web.get("/workers/_status").json()):
-            stopped.set()
-        time.sleep(0.25)
-    assert stopped.is_set(), "a stopped worker must leave the status list"
+    processes.wait_until(lambda: not listed(), 15, "the stopped worker leaving the list")
