@@ -11,7 +11,7 @@ import logging
 import threading
 import time
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -43,7 +43,6 @@ class LoadedModel:
     """Width of the classification output, once a forward pass has shown it."""
     load_s: float = 0.0
     warmup_s: float = 0.0
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def name(self) -> str:

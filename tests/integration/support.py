@@ -25,6 +25,15 @@ def b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
 
 
+def tiny_body(seed: int = 0) -> dict:
+    """A small classification request for the `tiny` model."""
+    return {
+        "data": {"B64Image": {"image": b64(image_bytes(16, 16, seed=seed))}},
+        "inference_type": {"ImageClassification": {"top_n": 1}},
+        "model": "tiny",
+    }
+
+
 def wait_s(seconds: float) -> float:
     """A monotonic deadline for polling loops in tests."""
     return time.monotonic() + seconds

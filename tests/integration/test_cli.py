@@ -15,7 +15,7 @@ import requests
 
 from autodep_celery import config, processes
 from tests.integration.conftest import Stack, Web, _log
-from tests.integration.support import b64, image_bytes, wait_s
+from tests.integration.support import b64, image_bytes, tiny_body, wait_s
 
 
 def clean_env() -> dict[str, str]:
@@ -163,14 +163,7 @@ def test_worker_started_by_hand_joins(stack: Stack, web: Web, workdir: Path, how
         processes.wait_until(listed, 120, f"worker started with {how}", 0.25, child.alive)
         # requests keep working with the extra worker competing on the queue
         for i in range(6):
-            resp = web.post(
-                "/inference",
-                json={
-                    "data": {"B64Image": {"image": b64(image_bytes(16, 16, seed=i))}},
-                    "inference_type": {"ImageClassification": {"top_n": 1}},
-                    "model": "tiny",
-                },
-            )
+            resp = web.post("/inference", json=tiny_body(i))
             assert resp.status_code == 200, resp.text
     finally:
         child.stop()

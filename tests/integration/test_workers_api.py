@@ -8,18 +8,11 @@ from concurrent.futures import ThreadPoolExecutor
 import psutil
 
 from tests.integration.conftest import Stack, Web
-from tests.integration.support import b64, image_bytes, wait_s
+from tests.integration.support import b64, image_bytes, tiny_body, wait_s
 
 
 def tiny_request(web: Web, seed: int) -> None:
-    resp = web.post(
-        "/inference",
-        json={
-            "data": {"B64Image": {"image": b64(image_bytes(16, 16, seed=seed))}},
-            "inference_type": {"ImageClassification": {"top_n": 1}},
-            "model": "tiny",
-        },
-    )
+    resp = web.post("/inference", json=tiny_body(seed))
     assert resp.status_code == 200, resp.text
 
 
