@@ -1,4 +1,4 @@
-"""The HTTP tier: a Flask app served by gunicorn (gthread), batching requests into Celery tasks.
+"""The HTTP tier: Flask under gunicorn (gevent by default), batching requests into Celery tasks.
 
 Entry points: ``web.wsgi:app`` (gunicorn, config in ``web.gunicorn_conf``) and
 :func:`web.app.create_app` (tests, `autodep serve`). Imports flow ``web -> autodep_celery``; this

@@ -1,9 +1,13 @@
 """gunicorn settings for the web tier, from autodep's settings: ``gunicorn -c
 python:web.gunicorn_conf web.wsgi:app`` (or ``-c path/to/web/gunicorn_conf.py``).
 
-gthread workers, because batches form only among the threads of one process (DESIGN §2.1): few
-processes, many threads. The app is not preloaded, so each worker builds its Celery app and Redis
-clients after fork. Must not import torch.
+Few processes, many concurrent requests each, because batches form only among the requests of one
+process (DESIGN §2.1). gevent by default: a greenlet per connection costs less than gthread's
+hand-offs between its poller and pool threads, which were ~half of the web tier's CPU per request
+(bench/: tiny model at c=64, 2.4-2.8k req/s with gevent against 1.9-2.1k with gthread, same
+run). gevent's worker monkey-patches the process before the app is imported, so the dispatcher's
+threads, locks and Redis sockets become cooperative. The app is not preloaded, so each worker
+builds its Redis clients after fork. Must not import torch.
 """
 
 # Aliased: a module-level name `config` would be read as gunicorn's own `config` setting.
@@ -13,10 +17,10 @@ _settings = _config.load()
 _web = _settings.web
 
 bind = [f"{_web.host}:{_web.port}"]
-worker_class = "gthread"
+worker_class = _web.worker_class
 workers = _web.processes
-threads = _web.threads
-worker_connections = max(1000, _web.threads * 4)
+threads = _web.threads  # gthread only; gevent ignores it
+worker_connections = _web.connections
 keepalive = 5
 # A request may wait request_timeout_s for a model; the worker must not be killed before that.
 timeout = int(_web.request_timeout_s) + 30

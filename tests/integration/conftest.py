@@ -239,7 +239,8 @@ def web(stack: Stack) -> Iterator[Web]:
 
 @pytest.fixture(scope="session")
 def tight_web(stack: Stack) -> Iterator[Web]:
-    """One process with a short deadline: for 504 and 429 (max_queue 2 on `slow`)."""
+    """One process with a short deadline: for 504 and 429 (max_queue 2 on `slow`). It runs
+    gunicorn's gthread workers, so the alternative to the default gevent stays tested."""
     models = tuple(
         dataclasses.replace(m, max_queue=2) if m.name == "slow" else m
         for m in stack.settings.models
@@ -248,7 +249,11 @@ def tight_web(stack: Stack) -> Iterator[Web]:
         stack.settings,
         models=models,
         web=dataclasses.replace(
-            stack.settings.web, port=processes.free_port(), processes=1, request_timeout_s=1.5
+            stack.settings.web,
+            port=processes.free_port(),
+            processes=1,
+            request_timeout_s=1.5,
+            worker_class="gthread",
         ),
     )
     w = start_web(stack, settings, "tight-web")

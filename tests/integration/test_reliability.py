@@ -143,3 +143,23 @@ def test_health_and_status_answer_while_models_compute(web: Web, path: str) -> N
             assert f.result(timeout=120).status_code == 200
     assert resp.status_code == 200
     assert still_computing > 0
+
+
+def test_both_gunicorn_worker_classes_serve_and_answer_health_while_busy(
+    web: Web, tight_web: Web
+) -> None:
+    # The default web runs gevent; tight_web runs gthread (see conftest): both must really be
+    # what they claim, and a request computing must not hold up /health in either.
+    for server, worker_class in ((web, "gevent"), (tight_web, "gthread")):
+        log = server.child.log_path
+        assert log is not None and f"Using worker: {worker_class}" in log.read_text()
+        with ThreadPoolExecutor(1) as pool:
+            busy = pool.submit(server.post, "/inference", slow_body(100, seed=40))
+            time.sleep(0.2)
+            start = time.monotonic()
+            health = server.get("/health")
+            answered_s = time.monotonic() - start
+            computing = not busy.done()
+            assert busy.result(timeout=120).status_code in (200, 504)
+        assert health.status_code == 200
+        assert computing and answered_s < 1.0

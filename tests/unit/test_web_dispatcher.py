@@ -259,8 +259,8 @@ def test_slow_models_get_smaller_batches(make):
     d, sender, replies = make(workers=1, max_batch_size=8, max_batch_delay_ms=0)
     d.submit("m", item("first"))
     b1 = sender.wait_for(1)[0]
-    # the worker reports 0.2 s of compute for one item: batches aim at ~0.4 s, so 2 items
-    reply_to(replies, b1, [contract.ok_result({"Text": "first"}, 200_000_000)])
+    # the worker reports 0.1 s of compute for one item: batches aim at ~0.2 s, so 2 items
+    reply_to(replies, b1, [contract.ok_result({"Text": "first"}, 100_000_000)])
     settle(0.05)
     d.submit("m", item("a"))
     b2 = sender.wait_for(2)[1]  # idle: at once
