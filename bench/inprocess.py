@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from autodep_celery.config import IMAGENET_MEAN, IMAGENET_STD, WebSettings
-from worker import processing
+from worker import memory, processing
 
 BATCH_SIZES = (1, 2, 4, 8)
 SETTINGS = ((1, 2), (2, 1))
@@ -65,6 +65,7 @@ def _child(
     barrier: Any,
     results: Any,
 ) -> None:
+    memory.keep_freed_memory()  # the worker's allocator settings: same code, same allocator
     torch.set_num_threads(threads)
     module = torch.jit.load(model_path, map_location="cpu").eval()
     for size in batch_sizes:

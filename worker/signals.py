@@ -21,7 +21,7 @@ from celery import Celery, signals
 
 from autodep_celery.celery_app import settings_of
 from autodep_celery.config import Settings, queue_name
-from worker import runtime
+from worker import memory, runtime
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +97,7 @@ def start_process(processes_per_host: int) -> runtime.Runtime | None:
     if runtime.current() is not None or _ctx.app is None:
         return runtime.current()
     settings = settings_of(_ctx.app)
+    memory.keep_freed_memory()  # before any model or batch allocates
     cores = os.cpu_count() or 1
     torch.set_num_threads(max(1, cores // max(1, processes_per_host)))
     try:

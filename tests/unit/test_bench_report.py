@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import copy
+import os
 from pathlib import Path
 
 import pytest
 
-from bench import report, wrk
+from bench import cpu, report, wrk
 
 pytestmark = pytest.mark.unit
 
@@ -213,3 +215,33 @@ def test_floor_is_printed_next_to_the_served_p50() -> None:
     assert "served c=1 p50 5.0" in line
     assert "tiny@h/7 200 MiB" in line
     assert report.format_floor({"workloads": {"tiny": {"systems": {}}}}) == ""
+
+
+def test_limit_measured_again_after_served_is_averaged_in() -> None:
+    again = {**RESULTS["workloads"]["resnet18"]["limit"]["best"], "img_per_s": 40.0}
+    results = copy.deepcopy(RESULTS)
+    results["workloads"]["resnet18"]["limit"]["after_served"] = again
+    assert report.limit_img_per_s(results["workloads"]["resnet18"]) == 45.0
+    assert report.ratios(results)["resnet18"]["served/limit"][64] == 1.0
+    assert "limit again, after served" in report.format_table(results)
+
+
+def test_cpu_split_by_role_per_request() -> None:
+    before = cpu.Snapshot({1: 0.0, 2: 1.0, 3: 5.0}, {1: "supervisor", 2: "web", 3: "redis"})
+    after = cpu.Snapshot(
+        {1: 0.001, 2: 3.0, 3: 5.5, 4: 2.0},
+        {1: "supervisor", 2: "web", 3: "redis", 4: "web"},  # 4 started in between
+    )
+    used = cpu.split(before, after, seconds=10.0, requests=1000)
+    assert set(used) == {"web", "redis"}  # an idle supervisor is left out
+    assert used["web"] == {"cores": pytest.approx(0.4), "ms_per_request": pytest.approx(4.0)}
+    assert used["redis"]["ms_per_request"] == pytest.approx(0.5)
+    results = copy.deepcopy(RESULTS)
+    results["workloads"]["resnet18"]["systems"]["served"][0]["cpu"] = used
+    assert "web 40% (4.000 ms/req)" in report.format_cpu(results)
+
+
+def test_cpu_snapshot_of_a_real_process_tree() -> None:
+    snap = cpu.snapshot(os.getpid())
+    assert snap.roles[os.getpid()] == "supervisor" and snap.cpu_s[os.getpid()] > 0
+    assert cpu.snapshot(2**22 + 7).cpu_s == {}  # no such process: empty, no error
