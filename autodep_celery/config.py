@@ -48,7 +48,7 @@ class WebSettings:
     """gunicorn worker processes; batches only form inside one process (DESIGN §2.1)."""
     worker_class: str = "gevent"
     """gunicorn worker: "gevent" (default; a greenlet per connection, ~30% more requests per
-    CPU second than threads in bench/) or "gthread" (OS threads, for setups without gevent)."""
+    CPU second than threads, measured by hand) or "gthread" (OS threads, without gevent)."""
     connections: int = 1000
     """Open connections one web process holds (gunicorn worker_connections)."""
     threads: int = 64

@@ -197,12 +197,6 @@ def run(
             wl["limit"] = _limit(name, models[name], image, args, progress)
         for system in ("served", "baseline"):
             if system in args.systems:
-                if system == "baseline" and "limit" in wl and "served" in wl["systems"]:
-                    # This machine drifts by 10-20% over minutes: measure the best limit setting
-                    # again right after the served points; ratios use the mean of both.
-                    wl["limit"]["after_served"] = _limit_again(
-                        name, models[name], image, args, progress, wl["limit"]["best"]
-                    )
                 floor: dict[str, Any] = {}
                 wl["systems"][system] = _served(
                     system,
@@ -219,6 +213,12 @@ def run(
                 )
                 if floor:
                     wl["floor"] = floor
+                if system == "served" and "limit" in wl:
+                    # This machine drifts by 10-20% over minutes: measure the best limit setting
+                    # again right after the served points; ratios use the mean of both.
+                    wl["limit"]["after_served"] = _limit_again(
+                        name, models[name], image, args, progress, wl["limit"]["best"]
+                    )
     results["machine"]["loadavg_at_end"] = list(os.getloadavg())
     results["ratios"] = report.ratios(results)
     return results

@@ -20,7 +20,8 @@ class Snapshot:
 
 
 def _is_worker(cmd: str) -> bool:
-    return "celery" in cmd and " worker" in cmd
+    # `celery ... worker`, or the [celeryd: ...] title setproctitle gives it
+    return "celery" in cmd and (" worker" in cmd or "celeryd" in cmd)
 
 
 def snapshot(root_pid: int) -> Snapshot:
@@ -49,8 +50,10 @@ def snapshot(root_pid: int) -> Snapshot:
             role = "supervisor"
         elif "redis-server" in cmd:
             role = "redis"
-        elif _is_worker(cmd):  # pool children are forks: same command line as their parent
-            role = "worker children" if _is_worker(cmds.get(ppid, "")) else "worker parent"
+        elif _is_worker(cmds.get(ppid, "")):  # forks of a worker, whatever their title
+            role = "worker children"
+        elif _is_worker(cmd):
+            role = "worker parent"
         else:
             role = "web"
         cpu[p.pid] = t.user + t.system

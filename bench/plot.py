@@ -15,6 +15,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402 - the backend must be chosen first
 from matplotlib import ticker  # noqa: E402
 
+from bench import report  # noqa: E402
+
 LOG_SCALE_ABOVE = 4.0
 """Throughput axis goes logarithmic when the limit is this many times the best served rate."""
 STYLE = {
@@ -39,13 +41,15 @@ def plot_workload(name: str, wl: dict[str, Any], machine: dict[str, Any], path: 
     served_max = max(
         (r["req_per_s"] for rows in wl.get("systems", {}).values() for r in rows), default=0.0
     )
-    if best:
+    limit = report.limit_img_per_s(wl)
+    if best and limit:
+        again = ", mean of 2 readings" if (wl.get("limit") or {}).get("after_served") else ""
         ax_rps.axhline(
-            best["img_per_s"],
+            limit,
             color="tab:green",
             linestyle="--",
             label=f"in-process limit ({best['processes']}x{best['threads']} thr, "
-            f"batch {best['batch_size']})",
+            f"batch {best['batch_size']}{again})",
         )
     for ax in (ax_rps, ax_p99):
         ax.set_xscale("log", base=2)
@@ -53,7 +57,7 @@ def plot_workload(name: str, wl: dict[str, Any], machine: dict[str, Any], path: 
         ax.set_xticks(ticks, [str(c) for c in ticks])
         ax.set_xlabel("concurrent connections")
         ax.grid(True, which="both", alpha=0.3)
-    if best and served_max and best["img_per_s"] > LOG_SCALE_ABOVE * served_max:
+    if limit and served_max and limit > LOG_SCALE_ABOVE * served_max:
         ax_rps.set_yscale("log")  # the limit is far above: a linear axis would flatten the rest
         ax_rps.set_ylabel("requests / s (2xx, log scale)")
     else:

@@ -4,10 +4,10 @@ python:web.gunicorn_conf web.wsgi:app`` (or ``-c path/to/web/gunicorn_conf.py``)
 Few processes, many concurrent requests each, because batches form only among the requests of one
 process (DESIGN §2.1). gevent by default: a greenlet per connection costs less than gthread's
 hand-offs between its poller and pool threads, which were ~half of the web tier's CPU per request
-(bench/: tiny model at c=64, 2.4-2.8k req/s with gevent against 1.9-2.1k with gthread, same
-run). gevent's worker monkey-patches the process before the app is imported, so the dispatcher's
-threads, locks and Redis sockets become cooperative. The app is not preloaded, so each worker
-builds its Redis clients after fork. Must not import torch.
+(tiny model at c=64: 2.4-2.8k req/s with gevent against 1.9-2.1k with gthread, alternating
+runs by hand on one machine). gevent's worker monkey-patches the process before the app is
+imported, so the dispatcher's threads, locks and Redis sockets become cooperative. The app is
+not preloaded, so each worker builds its Redis clients after fork. Must not import torch.
 """
 
 # Aliased: a module-level name `config` would be read as gunicorn's own `config` setting.

@@ -13,6 +13,7 @@ import binascii
 import io
 import re
 import struct
+import zlib
 from typing import Any
 
 from PIL import Image
@@ -88,19 +89,45 @@ def decode_b64(text: Any) -> bytes:
 
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_PNG_DEPTHS = {0: (1, 2, 4, 8, 16), 2: (8, 16), 3: (1, 2, 4, 8), 4: (8, 16), 6: (8, 16)}
+"""Valid bit depths per PNG colour type."""
 _JPEG_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
 """Start-of-frame markers (baseline, progressive, ...): they carry the size."""
-_JPEG_STANDALONE = frozenset(range(0xD0, 0xD9)) | {0x01}
-"""Markers without a length field (RSTn, SOI, TEM)."""
+_JPEG_BEFORE_SCAN = frozenset(range(0xE0, 0xF0)) | {0xFE, 0xDB, 0xC4, 0xDD, 0xCC}
+"""Segments that may precede the scan besides frames: APPn, COM, DQT, DHT, DRI, DAC."""
 
 
 def header_size(raw: bytes) -> tuple[int, int] | None:
-    """(width, height) of a PNG or JPEG from its header, or None to let Pillow decide."""
-    if raw.startswith(_PNG_SIGNATURE) and raw[12:16] == b"IHDR" and len(raw) >= 24:
-        width, height = struct.unpack_from(">II", raw, 16)
-        return width, height
-    if not raw.startswith(b"\xff\xd8"):
+    """(width, height) of a PNG or JPEG whose header Pillow would accept, or None to let
+    Pillow decide (other formats, and anything unusual, so its errors stay the reference)."""
+    if raw.startswith(_PNG_SIGNATURE):
+        return _png_size(raw)
+    if raw.startswith(b"\xff\xd8"):
+        return _jpeg_size(raw)
+    return None
+
+
+def _png_size(raw: bytes) -> tuple[int, int] | None:
+    # Pillow's open reads chunks up to the first IDAT: require a sound IHDR and an IDAT header.
+    if len(raw) < 33 or raw[8:16] != b"\0\0\0\rIHDR":
         return None
+    width, height, depth, colour = struct.unpack_from(">IIBB", raw, 16)
+    if depth not in _PNG_DEPTHS.get(colour, ()) or struct.unpack_from(">I", raw, 29)[0] != (
+        zlib.crc32(raw[12:29])
+    ):
+        return None
+    i = 33
+    while i + 8 <= len(raw):
+        length, kind = struct.unpack_from(">I4s", raw, i)
+        if kind == b"IDAT":
+            return width, height
+        i += 12 + length
+    return None
+
+
+def _jpeg_size(raw: bytes) -> tuple[int, int] | None:
+    # Pillow's open reads segments up to the scan and keeps the last frame header's size.
+    size: tuple[int, int] | None = None
     i, end = 2, len(raw)
     while i + 4 <= end:
         if raw[i] != 0xFF:
@@ -109,17 +136,19 @@ def header_size(raw: bytes) -> tuple[int, int] | None:
         if marker == 0xFF:  # fill byte before a marker
             i += 1
             continue
-        if marker in _JPEG_STANDALONE:
-            i += 2
-            continue
-        if marker == 0xD9 or marker == 0xDA:  # end of image or scan data before any frame
+        length = struct.unpack_from(">H", raw, i + 2)[0]
+        if length < 2 or i + 2 + length > end:
             return None
+        if marker == 0xDA:  # start of scan: the header is complete
+            return size
         if marker in _JPEG_SOF:
-            if i + 9 > end:
+            precision, height, width, components = struct.unpack_from(">BHHB", raw, i + 4)
+            if precision != 8 or components not in (1, 3, 4) or length != 8 + 3 * components:
                 return None
-            height, width = struct.unpack_from(">HH", raw, i + 5)
-            return width, height
-        i += 2 + struct.unpack_from(">H", raw, i + 2)[0]
+            size = (width, height)
+        elif marker not in _JPEG_BEFORE_SCAN:
+            return None
+        i += 2 + length
     return None
 
 

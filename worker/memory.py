@@ -4,7 +4,7 @@ glibc serves large allocations with mmap and trims the heap top on free, so ever
 CNN re-faults its activations page by page: ResNet-18 served at c=64 took ~72,000 minor page
 faults per second per pool process and 13% of its CPU in the kernel, and ran at 50-58 img/s
 against an in-process 61-70. Fixing the mmap threshold at its maximum (32 MiB; larger blocks
-are still mapped) and never trimming brought the faults to ~1,400/s and the served rate to
+are still mapped) and never trimming brought the faults to 1,000-1,600/s and the served rate to
 66 img/s (bench/). The cost is that a process keeps its peak heap: RSS stays at the largest
 batch's working set rather than falling between batches.
 
@@ -15,9 +15,8 @@ limit runs with the same allocator. A no-op where the C library is not glibc.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import logging
-import platform
+import os
 
 log = logging.getLogger(__name__)
 
@@ -31,11 +30,10 @@ TRIM_THRESHOLD = 2**31 - 1
 
 def keep_freed_memory() -> bool:
     """Apply the settings above; True when the C library took them."""
-    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+    if not _glibc():
         return False
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
+        mallopt = ctypes.CDLL(None).mallopt  # the C library already loaded in this process
     except (OSError, AttributeError):
         return False
     mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
@@ -45,3 +43,10 @@ def keep_freed_memory() -> bool:
     if not ok:
         log.warning("mallopt refused the allocator settings; batches may page-fault more")
     return ok
+
+
+def _glibc() -> bool:
+    try:
+        return os.confstr("CS_GNU_LIBC_VERSION") is not None
+    except (ValueError, OSError, AttributeError):  # not a glibc system
+        return False

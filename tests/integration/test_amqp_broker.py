@@ -57,6 +57,10 @@ def amqp_url() -> Iterator[str]:
         pytest.skip(f"rabbitmqctl add_vhost failed: {exc}")
     try:
         _rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
+    except (subprocess.SubprocessError, OSError) as exc:
+        subprocess.run(["rabbitmqctl", "delete_vhost", vhost], capture_output=True, timeout=30)
+        pytest.skip(f"rabbitmqctl set_permissions failed: {exc}")
+    try:
         yield f"amqp://guest:guest@{AMQP_HOST}:{AMQP_PORT}/{vhost}"
     finally:
         _rabbitmqctl("delete_vhost", vhost)

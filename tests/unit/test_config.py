@@ -113,6 +113,8 @@ def test_model_from_command_line_is_named_after_its_stem(tmp_path: Path) -> None
         ('[broker]\nurl = "amqp://guest@localhost//"\n', "set broker.result_url"),
         ('[broker]\nresult_url = "http://x"\n', "must be a Redis URL"),
         ("[web\n", "not valid TOML"),
+        ('[web]\nworker_class = "gevnet"\n', "not one of gevent, gthread.*did you mean"),
+        ("[web]\nconnections = 0\n", "web.connections \\(0\\) must be > 0"),
     ],
 )
 def test_bad_config_names_the_key(tmp_path: Path, text: str, message: str) -> None:
