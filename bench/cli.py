@@ -240,9 +240,12 @@ def _limit(
         )
         points.extend(got)
         progress.done(", ".join(f"b{p.batch_size} {p.img_per_s:.1f}" for p in got) + " img/s")
-    best = inprocess.best(points)
-    as_dict = [{**dataclasses.asdict(p), "img_per_s": p.img_per_s} for p in points]
-    return {"best": as_dict[points.index(best)], "points": as_dict}
+    return {"best": _point(inprocess.best(points)), "points": [_point(p) for p in points]}
+
+
+def _point(p: Any) -> dict[str, Any]:
+    """An inprocess.LimitPoint as stored in the JSON (its fields plus img/s)."""
+    return {**dataclasses.asdict(p), "img_per_s": p.img_per_s}
 
 
 def _limit_again(
@@ -270,7 +273,7 @@ def _limit_again(
     progress.done(
         f"{point.img_per_s:.1f} img/s (before the served points: {best['img_per_s']:.1f})"
     )
-    return {**dataclasses.asdict(point), "img_per_s": point.img_per_s}
+    return _point(point)
 
 
 def _served(

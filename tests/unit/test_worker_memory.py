@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import os
+import platform
 
 import pytest
 
@@ -11,14 +11,12 @@ from worker import memory
 pytestmark = pytest.mark.unit
 
 
-def _glibc() -> bool:
-    try:
-        return os.confstr("CS_GNU_LIBC_VERSION") is not None
-    except (ValueError, OSError):
-        return False
+def test_glibc_detection_agrees_with_platform() -> None:
+    # memory._glibc asks confstr (cheap, for every pool process); platform scans the binary.
+    assert memory._glibc() == (platform.libc_ver()[0] == "glibc")
 
 
-@pytest.mark.skipif(not _glibc(), reason="mallopt is glibc's")
+@pytest.mark.skipif(not memory._glibc(), reason="mallopt is glibc's")
 def test_keep_freed_memory_is_taken_by_glibc() -> None:
     # Changes this test process's allocator too: harmless, and what every pool process does.
     assert memory.keep_freed_memory() is True
