@@ -63,6 +63,8 @@ def make_celery(settings: Settings) -> Celery:
         result_backend_transport_options={"visibility_timeout": visibility},
         task_queues=[Queue(m.queue, routing_key=m.queue) for m in settings.models],
         task_default_queue="autodep.default",
+        # pools change only by remote control (the autoscaler, celery control, Flower)
+        worker_autoscaler="worker.control:RemoteOnlyAutoscaler",
         worker_hijack_root_logger=False,
         worker_send_task_events=False,
     )

@@ -21,7 +21,9 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from autodep_celery import config, embedded_redis, launch, processes
+from autodep_celery import config, embedded_redis, launch, logs, processes
+from autodep_celery.autoscaler.actuators import CeleryPools, LocalWorkers
+from autodep_celery.autoscaler.loop import Autoscaler
 from autodep_celery.config import ConfigError, Settings
 
 log = logging.getLogger("autodep")
@@ -46,7 +48,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("models", nargs="*", metavar="MODEL.pt", help="TorchScript files to serve")
     serve.add_argument("--host")
     serve.add_argument("--port", type=int)
-    serve.add_argument("--concurrency", type=int, help="pool processes per model worker")
+    serve.add_argument(
+        "--concurrency", type=int, help="fixed pools of N processes per model (no autoscaling)"
+    )
     serve.add_argument("--log-dir", metavar="DIR", help="write each process's log to a file here")
 
     web = sub.add_parser("web", help="run the HTTP tier (gunicorn)")
@@ -57,9 +61,30 @@ def _parser() -> argparse.ArgumentParser:
     worker = sub.add_parser("worker", help="run a Celery worker for some models")
     _common(worker)
     worker.add_argument("--models", help="comma-separated model names (default: all)")
-    worker.add_argument("--concurrency", type=int)
+    worker.add_argument("--concurrency", type=int, help="a fixed pool (no autoscaling)")
+    worker.add_argument(
+        "--autoscale",
+        metavar="MAX,MIN",
+        help="pool bounds the autoscaler may use (default: the models' max_workers,min_workers)",
+    )
     worker.add_argument("--pool", default="prefork")
-    worker.add_argument("--loglevel", default="INFO")
+    worker.add_argument("--loglevel", help="default: [log] level")
+
+    scaler = sub.add_parser(
+        "autoscaler", help="run the autoscaler alone (resizes worker pools by backlog)"
+    )
+    _common(scaler)
+    scaler.add_argument(
+        "--spawn-workers",
+        action="store_true",
+        help="also start and stop whole worker processes on this host (scale to zero)",
+    )
+    scaler.add_argument("--log-dir", metavar="DIR", help="log files of spawned workers")
+
+    scale = sub.add_parser("scale", help="pin a model's pool size by hand, or give it back")
+    _common(scale)
+    scale.add_argument("model")
+    scale.add_argument("processes", help="a number of processes, or 'auto'")
 
     ex = sub.add_parser("example-models", help="write the example TorchScript models to DIR")
     ex.add_argument("directory", metavar="DIR")
@@ -81,6 +106,8 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         out.setdefault("web", {})["port"] = args.port
     if getattr(args, "concurrency", None):
         out.setdefault("worker", {})["concurrency"] = args.concurrency
+        if args.command == "serve":  # a fixed size asked for: no autoscaling
+            out.setdefault("autoscaler", {})["enabled"] = False
     return out
 
 
@@ -114,6 +141,7 @@ class _Stop(Exception):
 
 def serve(args: argparse.Namespace) -> int:
     settings = _settings(args, args.models)
+    logs.setup(settings.log, "serve")
     if not settings.models:
         raise ConfigError(
             "nothing to serve: give MODEL.pt files or [[models]] in config.toml "
@@ -124,6 +152,8 @@ def serve(args: argparse.Namespace) -> int:
         log_dir.mkdir(parents=True, exist_ok=True)
     children: list[processes.Child] = []
     workdir: Path | None = None
+    local: LocalWorkers | None = None
+    scaler: Autoscaler | None = None
 
     def on_signal(signum: int, _frame: Any) -> None:
         raise _Stop(signal.Signals(signum).name)
@@ -142,16 +172,15 @@ def serve(args: argparse.Namespace) -> int:
             )
             log.info("embedded Redis at %s (no broker configured)", url)
         env = launch.child_env(settings)
+        enabled = settings.autoscaler.enabled
+        local = LocalWorkers(settings, env, log_dir, autoscale=enabled)
         for m in settings.models:
-            argv = launch.worker_argv(settings, [m.name])
-            children.append(
-                processes.start(
-                    f"worker {m.name}",
-                    argv,
-                    env=env,
-                    log_path=log_dir / f"worker-{m.name}.log" if log_dir else None,
-                )
-            )
+            low = settings.pool_bounds(m)[0]
+            if low > 0 or not enabled:
+                local.start(m.name, low)
+        if enabled:
+            scaler = _autoscaler(settings, local)
+            scaler.start_thread()
         web = processes.start(
             "web", launch.web_argv(), env=env, log_path=log_dir / "web.log" if log_dir else None
         )
@@ -159,7 +188,7 @@ def serve(args: argparse.Namespace) -> int:
         base = f"http://{settings.web.host}:{settings.web.port}"
 
         def all_alive() -> bool:
-            return all(child.alive() for child in children)
+            return all(child.alive() for child in children)  # workers restart: not counted
 
         processes.wait_until(lambda: _http_ok(base + "/health"), 60, "web", alive=all_alive)
         try:
@@ -181,6 +210,8 @@ def serve(args: argparse.Namespace) -> int:
                 if not child.alive():
                     log.error("%s exited with code %s; stopping", child.name, child.proc.returncode)
                     return 1
+            if scaler is None:
+                local.supervise()  # the autoscaler does it when it runs
             time.sleep(0.5)
     except _Stop as stop:
         log.info("%s: stopping %d processes", stop, len(children))
@@ -189,11 +220,13 @@ def serve(args: argparse.Namespace) -> int:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         # web first (no new work), then the workers together, then the broker
+        if scaler is not None:
+            scaler.stop()
         web_children = [c for c in children if c.name == "web"]
-        workers = [c for c in children if c.name.startswith("worker ")]
         processes.stop_all(web_children)
-        processes.stop_together(workers)
-        processes.stop_all([c for c in children if c not in web_children and c not in workers])
+        if local is not None:
+            local.stop_all()
+        processes.stop_all([c for c in children if c not in web_children])
         if workdir is not None:
             shutil.rmtree(workdir, ignore_errors=True)
 
@@ -219,9 +252,104 @@ def worker(args: argparse.Namespace) -> int:
         raise ConfigError(
             f"unknown model(s) {', '.join(unknown) or '(none given)'}; configured: {known}"
         )
-    argv = launch.worker_argv(settings, names, pool=args.pool, loglevel=args.loglevel)
+    autoscale = None
+    if args.autoscale:
+        try:
+            high, _, low = args.autoscale.partition(",")
+            autoscale = (int(high), int(low or 1))
+        except ValueError:
+            raise ConfigError("--autoscale takes MAX,MIN, e.g. --autoscale=4,1") from None
+    elif settings.autoscaler.enabled and not args.concurrency and args.pool == "prefork":
+        bounds = [settings.pool_bounds(m) for n in names if (m := settings.model(n))]
+        autoscale = (sum(b[1] for b in bounds), max(1, sum(b[0] for b in bounds)))
+    argv = launch.worker_argv(
+        settings, names, pool=args.pool, loglevel=args.loglevel, autoscale=autoscale
+    )
     os.execve(argv[0], argv, launch.child_env(settings))
     return 0  # pragma: no cover
+
+
+def _autoscaler(settings: Settings, local: LocalWorkers | None) -> Autoscaler:
+    import redis
+
+    from autodep_celery.celery_app import make_celery
+
+    client = redis.Redis.from_url(settings.result_url, socket_timeout=5, socket_connect_timeout=5)
+    return Autoscaler(settings, client, CeleryPools(make_celery(settings)), local)
+
+
+def autoscaler(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    logs.setup(settings.log, "autoscaler")
+    local = None
+    if args.spawn_workers or settings.autoscaler.spawn_workers:
+        log_dir = Path(args.log_dir) if args.log_dir else None
+        local = LocalWorkers(settings, launch.child_env(settings), log_dir)
+    scaler = _autoscaler(settings, local)
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        scaler.stop()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    try:
+        scaler.run()
+    finally:
+        if local is not None:
+            local.stop_all()
+    return 0
+
+
+def scale(args: argparse.Namespace) -> int:
+    import redis
+
+    from autodep_celery.autoscaler import state
+
+    settings = _settings(args)
+    m = settings.model(args.model)
+    if m is None:
+        known = ", ".join(x.name for x in settings.models) or "none"
+        raise ConfigError(f"unknown model {args.model}; configured: {known}")
+    if args.processes == "auto":
+        target = None
+    else:
+        try:
+            target = int(args.processes)
+        except ValueError:
+            raise ConfigError("processes must be a whole number or 'auto'") from None
+        high = settings.pool_bounds(m)[1]
+        if not 0 <= target <= high:
+            raise ConfigError(f"{m.name} takes 0 to {high} processes (its max_workers)")
+    client = redis.Redis.from_url(settings.result_url, socket_timeout=5, socket_connect_timeout=5)
+    state.pin(client, m.name, target)
+    running = state.read(client) is not None
+    if target is None:
+        print(f"{m.name}: back to automatic scaling" + ("" if running else " (no autoscaler runs)"))
+    elif running:
+        print(f"{m.name}: pinned at {target} processes; the autoscaler applies it within a second")
+    else:
+        print(f"{m.name}: pinned at {target}; no autoscaler runs, so resizing its workers now")
+        _resize_now(settings, client, m.name, target)
+    return 0
+
+
+def _resize_now(settings: Settings, client: Any, model: str, target: int) -> None:
+    from autodep_celery import status
+    from autodep_celery.autoscaler import allocate
+    from autodep_celery.autoscaler.loop import _slots
+    from autodep_celery.celery_app import make_celery
+
+    queue = config.queue_name(model)
+    workers = [w for w in status.read_workers(client) if w.consuming and queue in w.queues]
+    if not workers:
+        raise RuntimeError(f"no worker consumes {queue}")
+    pools = CeleryPools(make_celery(settings))
+    slots = _slots(workers)
+    sizes = allocate.pool_sizes({model: target}, slots)
+    for w in workers:
+        if w.autoscale:
+            ok = pools.resize(w.hostname, sizes[w.hostname])
+            print(f"  {w.hostname}: {sizes[w.hostname]} processes" + ("" if ok else " (no reply)"))
 
 
 def example_models(args: argparse.Namespace) -> int:
@@ -233,14 +361,21 @@ def example_models(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logs.setup(config.LogSettings(), "cli")
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["bench"]:  # bench has its own parser; import it (torch, wrk) only when asked
         from bench.cli import main as bench_main
 
         return bench_main(argv[1:])
     args = _parser().parse_args(argv)
-    handler = {"serve": serve, "web": web, "worker": worker, "example-models": example_models}
+    handler = {
+        "serve": serve,
+        "web": web,
+        "worker": worker,
+        "autoscaler": autoscaler,
+        "scale": scale,
+        "example-models": example_models,
+    }
     try:
         return handler[args.command](args)
     except (ConfigError, TimeoutError, RuntimeError) as exc:

@@ -86,10 +86,37 @@ class WorkerSettings:
 
 @dataclass(frozen=True)
 class AutoscalerSettings:
-    enabled: bool = False
+    """How pools follow the load (docs/architecture.md, autoscaler). The defaults were chosen
+    by measurement on a 2-core machine; see README, Autoscaling."""
+
+    enabled: bool = True
+    """`autodep serve` runs the autoscaler; false gives fixed pools of min_workers processes."""
     min_workers: int = 1
-    max_workers: int = 4
-    interval_s: float = 2.0
+    """Default of each model's min_workers: processes kept when idle (0 = scale to zero)."""
+    max_workers: int = 0
+    """Default of each model's max_workers; 0 = one per core of the host."""
+    interval_s: float = 1.0
+    """How often the backlog is read and a decision taken."""
+    target_backlog_per_process: float = 4.0
+    """Requests waiting or computing per process that the pool is sized for."""
+    max_queue_wait_s: float = 2.0
+    """An item waiting longer than this in a web process asks for one more process."""
+    scale_up_delay_s: float = 1.0
+    """Demand must stay above the pool this long before it grows (a spike of one reading
+    does not fork a process)."""
+    scale_down_delay_s: float = 20.0
+    """Demand must stay below the pool this long before it shrinks, by one process a step."""
+    cooldown_s: float = 3.0
+    """No further action on a model this long after one (a new process needs time to load)."""
+    manual_hold_s: float = 300.0
+    """A pool resized by hand (celery control autoscale, Flower) is left alone this long."""
+    memory_reserve_mb: int = 256
+    """Memory kept free on a worker's host: a pool never grows into it."""
+    spawn_workers: bool = False
+    """`autodep autoscaler` also starts and stops whole worker processes on its own host (for
+    scale to zero and models without a worker); `autodep serve` always does."""
+    drain_timeout_s: float = 30.0
+    """Longest wait for a worker being stopped to finish its batches before it is stopped."""
 
 
 @dataclass(frozen=True)
@@ -115,6 +142,26 @@ class ModelSettings:
         return queue_name(self.name)
 
 
+LOG_FORMATS = ("text", "json")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+@dataclass(frozen=True)
+class LogSettings:
+    """How every process (web, worker, autoscaler, serve) logs: one line per event, to stderr and
+    optionally to files (autodep_celery.logs)."""
+
+    format: str = "text"
+    """"text" (readable, key=value extras) or "json" (one JSON object per line)."""
+    level: str = "INFO"
+    """DEBUG, INFO, WARNING or ERROR."""
+    dir: str = ""
+    """Also append each process's lines to <dir>/autodep-<role>.log (role: web, worker,
+    autoscaler, serve); empty = stderr only."""
+    access: bool = True
+    """One INFO line per HTTP request (web) and per batch (worker), carrying request ids."""
+
+
 @dataclass(frozen=True)
 class Settings:
     web: WebSettings = field(default_factory=WebSettings)
@@ -122,12 +169,23 @@ class Settings:
     worker: WorkerSettings = field(default_factory=WorkerSettings)
     autoscaler: AutoscalerSettings = field(default_factory=AutoscalerSettings)
     models: tuple[ModelSettings, ...] = ()
+    log: LogSettings = field(default_factory=LogSettings)
 
     def model(self, name: str) -> ModelSettings | None:
         for m in self.models:
             if m.name == name:
                 return m
         return None
+
+    def pool_bounds(self, model: ModelSettings, cores: int | None = None) -> tuple[int, int]:
+        """(min, max) pool processes of `model`: its own keys, else [autoscaler]'s; a max of 0
+        means one per core of this host."""
+        a = self.autoscaler
+        low = model.min_workers if model.min_workers is not None else a.min_workers
+        high = model.max_workers if model.max_workers is not None else a.max_workers
+        if not high:
+            high = cores or os.cpu_count() or 1
+        return low, max(low, high, 1)
 
     @property
     def broker_url(self) -> str:
@@ -155,6 +213,7 @@ _SECTIONS: dict[str, type] = {
     "broker": BrokerSettings,
     "worker": WorkerSettings,
     "autoscaler": AutoscalerSettings,
+    "log": LogSettings,
 }
 # Autodep's config.toml keys, accepted with a warning: (section, key) -> (section, key).
 _ALIASES: dict[tuple[str, str], tuple[str, str]] = {
@@ -248,9 +307,23 @@ def _check(settings: Settings) -> Settings:
         "worker.max_loaded_models": settings.worker.max_loaded_models,
         "worker.max_attempts": settings.worker.max_attempts,
         "worker.heartbeat_interval_s": settings.worker.heartbeat_interval_s,
-        "autoscaler.max_workers": a.max_workers,
         "autoscaler.interval_s": a.interval_s,
+        "autoscaler.target_backlog_per_process": a.target_backlog_per_process,
+        "autoscaler.max_queue_wait_s": a.max_queue_wait_s,
+        "autoscaler.drain_timeout_s": a.drain_timeout_s,
     }
+    not_negative = {
+        "autoscaler.min_workers": a.min_workers,
+        "autoscaler.max_workers": a.max_workers,
+        "autoscaler.scale_up_delay_s": a.scale_up_delay_s,
+        "autoscaler.scale_down_delay_s": a.scale_down_delay_s,
+        "autoscaler.cooldown_s": a.cooldown_s,
+        "autoscaler.manual_hold_s": a.manual_hold_s,
+        "autoscaler.memory_reserve_mb": a.memory_reserve_mb,
+    }
+    for key, value in not_negative.items():
+        if value < 0:
+            raise ConfigError(f"{key} ({value}) must be >= 0")
     for key, value in positive.items():
         if value <= 0:
             raise ConfigError(f"{key} ({value}) must be > 0")
@@ -263,15 +336,14 @@ def _check(settings: Settings) -> Settings:
         raise ConfigError(f"web.port ({w.port}) must be <= 65535")
     if settings.worker.concurrency < 0:
         raise ConfigError("worker.concurrency must be >= 0 (0 = one per core)")
-    if a.min_workers < 0:
-        raise ConfigError(f"autoscaler.min_workers ({a.min_workers}) must be >= 0")
-    if a.max_workers < a.min_workers:
+    if a.max_workers and a.max_workers < a.min_workers:
         raise ConfigError(
             f"autoscaler.max_workers ({a.max_workers}) must be >= "
-            f"autoscaler.min_workers ({a.min_workers})"
+            f"autoscaler.min_workers ({a.min_workers}) (or 0 = one per core)"
         )
     _check_device("worker.device", settings.worker.device)
     _check_urls(settings.broker)
+    _check_log(settings.log)
     seen: set[str] = set()
     for i, m in enumerate(settings.models):
         where = f"models[{i}] ({m.name})"
@@ -298,15 +370,26 @@ def _check(settings: Settings) -> Settings:
             raise ConfigError(f"{where}.max_batch_delay_ms must be >= 0")
         if m.max_queue < 1:
             raise ConfigError(f"{where}.max_queue ({m.max_queue}) must be >= 1")
-        if (
-            m.min_workers is not None
-            and m.max_workers is not None
-            and m.max_workers < m.min_workers
-        ):
+        if m.min_workers is not None and m.min_workers < 0:
             raise ConfigError(
-                f"{where}.max_workers ({m.max_workers}) must be >= min_workers ({m.min_workers})"
+                f"{where}.min_workers ({m.min_workers}) must be >= 0 (0 = scale to zero)"
+            )
+        if m.max_workers is not None and m.max_workers < 1:
+            raise ConfigError(f"{where}.max_workers ({m.max_workers}) must be >= 1")
+        low = m.min_workers if m.min_workers is not None else a.min_workers
+        if m.max_workers is not None and m.max_workers < low:
+            raise ConfigError(
+                f"{where}.max_workers ({m.max_workers}) must be >= min_workers ({low})"
             )
     return settings
+
+
+def _check_log(log_settings: LogSettings) -> None:
+    if log_settings.format not in LOG_FORMATS:
+        hint = _suggest(log_settings.format, list(LOG_FORMATS))
+        raise ConfigError(f"log.format {log_settings.format!r} is not text or json{hint}")
+    if log_settings.level.upper() not in LOG_LEVELS:
+        raise ConfigError(f"log.level {log_settings.level!r} is not one of {', '.join(LOG_LEVELS)}")
 
 
 REDIS_SCHEMES = ("redis://", "rediss://", "redis+socket://", "unix://")
@@ -392,6 +475,12 @@ def from_dict(raw: dict[str, Any], base_dir: Path | None = None) -> Settings:
             if not isinstance(value, dict):
                 raise ConfigError(f"[{key}] must be a table")
             kwargs[key] = _build(_SECTIONS[key], key, value)
+            if key == "log" and base_dir is not None and kwargs[key].dir:
+                log_dir = Path(kwargs[key].dir)
+                if not log_dir.is_absolute():  # relative to the config file, like model paths
+                    kwargs[key] = dataclasses.replace(
+                        kwargs[key], dir=str((base_dir / log_dir).resolve())
+                    )
         else:
             choices = [*list(_SECTIONS), "models"]
             raise ConfigError(f"unknown section [{key}]{_suggest(key, choices)}")

@@ -12,8 +12,10 @@ A batch (the one argument of the ``autodep.infer`` task)::
 An item is one request::
 
     {"kind": "image", "task": "ImageClassification", "top_n": 5, "image": b"<png/jpeg bytes>",
-     "deadline": 1763771234.5}
-    {"kind": "text", "task": "TextToText", "text": "hello", "deadline": ...}
+     "deadline": 1763771234.5, "request_id": "<X-Request-ID>"}
+    {"kind": "text", "task": "TextToText", "text": "hello", "deadline": ..., "request_id": ...}
+
+``request_id`` (optional) is the HTTP request's id; the worker logs it with the batch.
 
 The reply (the task's return value, also pushed to ``reply_to`` when set)::
 
@@ -51,6 +53,26 @@ REPLY_TTL_S = 120
 
 ATTEMPTS_TTL_S = 3600
 
+LOAD_KEY_PREFIX = KEY_PREFIX + "load:"
+"""``autodep:load:<web token>`` -> JSON ``{"ts", "models": {model: {"pending", "sent",
+"oldest_s"}}}``: what one web process holds, written with a short TTL so that a dead process
+stops counting (docs/architecture.md, autoscaler signal)."""
+
+WORKERS_KEY = KEY_PREFIX + "workers"
+"""Redis hash: field ``<worker hostname>`` -> JSON record of one Celery worker (its queues,
+declared and current pool bounds, pool size, host memory), written by the worker's parent."""
+
+AUTOSCALER_KEY = KEY_PREFIX + "autoscaler"
+"""JSON state of the running autoscaler (per model current, desired, min, max, backlog, queue
+wait, last decision), written every interval with a TTL; read by GET /autoscaler and /metrics."""
+
+SCALE_KEY_PREFIX = KEY_PREFIX + "scale:"
+"""``autodep:scale:<model>`` -> a pool size pinned by hand (`autodep scale MODEL N`)."""
+
+POOL_CONTROL = "autodep_autoscale"
+"""Remote-control command: Celery's ``autoscale`` plus an immediate pool maintenance, so a
+grown pool forks its children now instead of at the pool's next 5 s timer."""
+
 
 class Item(TypedDict, total=False):
     kind: Literal["image", "text"]
@@ -59,6 +81,7 @@ class Item(TypedDict, total=False):
     image: bytes
     text: str
     deadline: float
+    request_id: str
 
 
 class Batch(TypedDict):
@@ -91,6 +114,11 @@ def image_item(task: str, image: bytes, deadline: float, top_n: int | None = Non
 
 def text_item(text: str, deadline: float) -> Item:
     return {"kind": "text", "task": "TextToText", "text": text, "deadline": deadline}
+
+
+def batch_label(model: str, items: int) -> str:
+    """How a batch shows in Flower and Celery's logs (its ``argsrepr``): never its bytes."""
+    return f"{model} × {items} item{'' if items == 1 else 's'}"
 
 
 def make_batch(model: str, batch_id: str, reply_to: str, items: list[Item]) -> Batch:

@@ -26,14 +26,19 @@ def worker_argv(
     models: list[str],
     concurrency: int | None = None,
     pool: str = "prefork",
-    loglevel: str = "INFO",
+    loglevel: str | None = None,
     hostname: str | None = None,
     extra: list[str] | None = None,
+    autoscale: tuple[int, int] | None = None,
 ) -> list[str]:
-    """`celery -A autodep_celery worker` consuming the queues of `models`."""
+    """`celery -A autodep_celery worker` consuming the queues of `models`; with `autoscale`
+    (max, min) the pool starts at min and may be resized between them by remote control."""
     queues = ",".join(config.queue_name(m) for m in models)
     conc = concurrency or _default_concurrency(settings, models)
     name = hostname or f"{'+'.join(models)}@%h"
+    if autoscale is not None:
+        conc = autoscale[0]
+        extra = [f"--autoscale={autoscale[0]},{autoscale[1]}", *(extra or [])]
     return python_argv(
         "-m",
         "celery",
@@ -49,7 +54,7 @@ def worker_argv(
         "-P",
         pool,
         "--loglevel",
-        loglevel,
+        loglevel or settings.log.level,
         "--without-gossip",
         "--without-mingle",
         *(extra or []),

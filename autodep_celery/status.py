@@ -1,4 +1,5 @@
-"""Worker process status in Redis: written by each pool child, read by the web and autoscaler.
+"""Worker status in Redis: written by each pool child and each worker parent, read by the web
+and the autoscaler.
 
 Each pool child keeps one field of the ``autodep:procs`` hash fresh (state, models, requests
 served, CPU and RSS). Readers drop records older than a few heartbeats, so a SIGKILLed child
@@ -10,12 +11,22 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import redis
 
-from autodep_celery.contract import PROCS_KEY
+from autodep_celery.contract import PROCS_KEY, WORKERS_KEY
+
+
+class _Record(Protocol):
+    ts: float
+
+    def fresh(self, now: float | None = None) -> bool: ...
+
+
+_R = TypeVar("_R", bound=_Record)
 
 STALE_AFTER_HEARTBEATS = 3
 DELETE_AFTER_S = 600.0
@@ -67,27 +78,86 @@ def remove(client: redis.Redis, status: ProcStatus) -> None:
 
 def read_all(client: redis.Redis, now: float | None = None) -> list[ProcStatus]:
     """Live processes, sorted by name; long-dead records are deleted as a side effect."""
+    return _read_live(client, PROCS_KEY, ProcStatus, now, sort_key=lambda s: s.key)
+
+
+def _read_live(
+    client: redis.Redis,
+    key: str,
+    cls: type[_R],
+    now: float | None,
+    sort_key: Callable[[_R], str],
+) -> list[_R]:
+    """The fresh records of the hash `key`; records dead for DELETE_AFTER_S are removed, and
+    records this version cannot read (e.g. from a newer worker) are skipped."""
     now = time.time() if now is None else now
-    live: list[ProcStatus] = []
-    stale: list[str] = []
-    for key, raw in client.hgetall(PROCS_KEY).items():
+    known = set(cls.__dataclass_fields__)  # type: ignore[attr-defined]
+    live: list[_R] = []
+    stale: list[bytes] = []
+    for name, raw in client.hgetall(key).items():
         try:
             data: dict[str, Any] = json.loads(raw)
-            status = ProcStatus(**{k: v for k, v in data.items() if k in _FIELDS})
+            record = cls(**{k: v for k, v in data.items() if k in known})
         except (ValueError, TypeError):
-            continue  # a record this version cannot read (e.g. a newer worker): skip it
-        if status.fresh(now):
-            live.append(status)
-        elif now - status.ts > DELETE_AFTER_S:
-            stale.append(key)
+            continue
+        if record.fresh(now):
+            live.append(record)
+        elif now - record.ts > DELETE_AFTER_S:
+            stale.append(name)
     if stale:
-        client.hdel(PROCS_KEY, *stale)
-    live.sort(key=lambda s: s.key)
+        client.hdel(key, *stale)
+    live.sort(key=sort_key)
     return live
-
-
-_FIELDS = {f for f in ProcStatus.__dataclass_fields__}
 
 
 def models_with_workers(procs: list[ProcStatus]) -> set[str]:
     return {m for p in procs if p.ready for m in p.models}
+
+
+@dataclass
+class WorkerRecord:
+    """One Celery worker (the prefork parent), written by worker.pool_status every heartbeat.
+
+    The autoscaler sizes pools from these: `processes` is the pool's target size (billiard's
+    count, raised at once by a grow) and `alive` the children that exist; `declared_*` are the
+    bounds the worker was started with (`--autoscale=MAX,MIN`), which the autoscaler never
+    exceeds, while `max`/`min` are the bounds in force now (changed by autoscale controls).
+    """
+
+    hostname: str
+    pid: int = 0
+    host: str = ""
+    queues: list[str] = field(default_factory=list)
+    models: list[str] = field(default_factory=list)
+    autoscale: bool = False
+    """False: a fixed pool (`-c N`), counted but never resized."""
+    declared_max: int = 0
+    declared_min: int = 0
+    max: int = 0
+    min: int = 0
+    processes: int = 0
+    alive: int = 0
+    mem_available: int = 0
+    """Bytes of memory available on the worker's host (psutil), for the memory guard."""
+    consuming: bool = True
+    """False once the worker stopped consuming (being drained)."""
+    ts: float = 0.0
+    heartbeat_s: float = 2.0
+
+    def fresh(self, now: float | None = None) -> bool:
+        now = time.time() if now is None else now
+        return now - self.ts <= max(3.0, STALE_AFTER_HEARTBEATS * self.heartbeat_s)
+
+
+def write_worker(client: redis.Redis, record: WorkerRecord) -> None:
+    record.ts = time.time()
+    client.hset(WORKERS_KEY, record.hostname, json.dumps(vars(record)))
+
+
+def remove_worker(client: redis.Redis, hostname: str) -> None:
+    client.hdel(WORKERS_KEY, hostname)
+
+
+def read_workers(client: redis.Redis, now: float | None = None) -> list[WorkerRecord]:
+    """Live workers, sorted by hostname; long-dead records are deleted as a side effect."""
+    return _read_live(client, WORKERS_KEY, WorkerRecord, now, sort_key=lambda r: r.hostname)

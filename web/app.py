@@ -11,24 +11,29 @@ from flask import Flask
 
 from autodep_celery import config
 from autodep_celery.config import Settings
-from web import errors
+from web import errors, observe
+from web.metrics import Metrics
 from web.protocol import DispatcherProtocol
-from web.routes import EXTENSION, health, inference, workers
+from web.routes import EXTENSION, autoscaler, docs, health, inference, metrics, workers
 
 
 def create_app(
     settings: Settings | None = None, dispatcher: DispatcherProtocol | None = None
 ) -> Flask:
     settings = config.load() if settings is None else settings
+    stats = Metrics(settings)
     if dispatcher is None:
         from web.transport import build_dispatcher  # pulls in redis/msgpack only when needed
 
-        dispatcher = build_dispatcher(settings)
+        real = build_dispatcher(settings)
+        real.on_batch = stats.batch_sent  # type: ignore[attr-defined]  # batch size, queue wait
+        dispatcher = real
     app = Flask("autodep_web")
     app.config["MAX_CONTENT_LENGTH"] = settings.web.max_body_bytes
     app.json.sort_keys = False  # type: ignore[attr-defined]
-    app.extensions[EXTENSION] = {"settings": settings, "dispatcher": dispatcher}
+    app.extensions[EXTENSION] = {"settings": settings, "dispatcher": dispatcher, "metrics": stats}
     errors.register(app)
-    for module in (inference, workers, health):
+    observe.register(app, stats)
+    for module in (inference, workers, health, autoscaler, metrics, docs):
         app.register_blueprint(module.bp)
     return app

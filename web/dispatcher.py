@@ -97,6 +97,7 @@ class Dispatcher:
         *,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
+        on_start: Callable[[Dispatcher], None] | None = None,
     ) -> None:
         self.settings = settings
         self._sender = sender
@@ -109,6 +110,11 @@ class Dispatcher:
         self._pid: int | None = None
         self._start_lock = threading.Lock()
         self._no_worker_checked: dict[str, float] = {}
+        self._on_start = on_start
+        """Called once in each process that starts the dispatcher (the load reporter)."""
+        self.on_batch: Callable[[str, int, list[float]], None] | None = None
+        """Called on the dispatcher thread after each batch is sent: (model, items, each item's
+        wait in this process, s); web.metrics records batch size and queue wait."""
 
     # ---- lifecycle ---------------------------------------------------------------------------
     def _ensure_started(self) -> None:
@@ -132,6 +138,8 @@ class Dispatcher:
             for t in self._threads:
                 t.start()
             self._pid = os.getpid()
+            if self._on_start is not None:
+                self._on_start(self)
             log.debug("dispatcher started in pid %s, replies on %s", self._pid, self.reply_to)
 
     def close(self, timeout_s: float = 2.0) -> None:
@@ -174,7 +182,7 @@ class Dispatcher:
             return self._outstanding.get(model, 0)
 
     def has_worker(self, model: str) -> bool:
-        if model in models_with_workers(self._view.procs()):
+        if model in models_with_workers(self._view.procs()) or model in self._view.startable():
             return True
         # The cached view may predate the worker: look again before refusing, at most every
         # NO_WORKER_RECHECK_S so a flood of requests for an unserved model stays cheap.
@@ -182,10 +190,15 @@ class Dispatcher:
         if now - self._no_worker_checked.get(model, float("-inf")) < NO_WORKER_RECHECK_S:
             return False
         self._no_worker_checked[model] = now
-        return model in models_with_workers(self._view.procs(fresh=True))
+        fresh = self._view.procs(fresh=True)  # re-reads the autoscaler's state too
+        return model in models_with_workers(fresh) or model in self._view.startable()
 
     def procs(self, fresh: bool = False) -> list[ProcStatus]:
         return self._view.procs(fresh)
+
+    @property
+    def status_view(self) -> WorkerView:
+        return self._view
 
     def ready(self) -> Readiness:
         try:
@@ -196,7 +209,31 @@ class Dispatcher:
         except Exception as exc:  # any failure here means "not ready", with the reason
             return Readiness({m: 0 for m in self._models}, error=str(exc))
         counts = {m: sum(1 for p in procs if p.ready and m in p.models) for m in self._models}
-        return Readiness(counts)
+        return Readiness(counts, startable=self._view.startable())
+
+    def load(self) -> dict[str, dict[str, float]]:
+        """Per model: items waiting here, items (and batches) sent and not answered, and the
+        oldest waiting item's age. Read by the load reporter thread for the autoscaler;
+        approximate by design (no lock on the dispatcher thread's queues)."""
+        if self._pid != os.getpid():
+            return {}
+        now = self._clock()
+        with self._lock:
+            outstanding = dict(self._outstanding)
+        out: dict[str, dict[str, float]] = {}
+        for name, state in self._states.items():
+            pending = len(state.pending)
+            try:
+                oldest = now - state.pending[0].arrived if pending else 0.0
+            except IndexError:  # emptied meanwhile by the dispatcher thread
+                oldest = 0.0
+            out[name] = {
+                "pending": pending,
+                "sent": max(0, outstanding.get(name, 0) - pending),
+                "batches": len(state.in_flight),
+                "oldest_s": round(max(0.0, oldest), 3),
+            }
+        return out
 
     # ---- dispatcher thread -------------------------------------------------------------------
     def _dispatch_loop(self) -> None:
@@ -313,6 +350,13 @@ class Dispatcher:
                 "check that the broker is running and broker.url is right"
             )
             _fail(futures, lambda: errors.BrokerUnavailable(message))
+            return
+        if self.on_batch is not None:
+            now = self._clock()
+            try:
+                self.on_batch(ms.name, len(entries), [now - e.arrived for e in entries])
+            except Exception:  # metrics must never stop batches
+                log.exception("batch hook failed")
 
     def _expire(self) -> None:
         # A batch whose deadline passed frees its slot; a reply that still comes is dropped.

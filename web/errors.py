@@ -18,7 +18,7 @@ log = logging.getLogger(__name__)
 
 _HTTP_HINTS = {
     404: "no such route; the API has POST /inference, GET /workers, GET /workers/_status, "
-    "GET /workers/_info, GET /health and GET /ready",
+    "GET /workers/_info, GET /health, GET /ready and GET /metrics; GET /docs lists them all",
     413: "the request body is larger than web.max_body_bytes ({limit} bytes); send a smaller image",
     415: "send the body as JSON with Content-Type: application/json",
 }

@@ -7,14 +7,34 @@ hand-offs between its poller and pool threads, which were ~half of the web tier'
 (tiny model at c=64: 2.4-2.8k req/s with gevent against 1.9-2.1k with gthread, alternating
 runs by hand on one machine). gevent's worker monkey-patches the process before the app is
 imported, so the dispatcher's threads, locks and Redis sockets become cooperative. The app is
-not preloaded, so each worker builds its Redis clients after fork. Must not import torch.
+not preloaded, so each worker builds its Redis clients after fork.
+
+Metrics: prometheus_client runs in multiprocess mode, which needs PROMETHEUS_MULTIPROC_DIR set
+before any worker imports it, and emptied at each server start (stale files of an earlier run
+would count again); ``on_starting`` does both in the master (a private temporary directory
+unless the variable is set), ``child_exit`` marks a dead worker's live gauges dead, ``on_exit``
+removes the temporary directory. Logs: gunicorn's own messages go through the same one-line
+format as the app's ([log], autodep_celery.logs). Must not import torch, nor prometheus_client
+at import (it reads the variable once, on first import).
 """
+
+import glob as _glob
+import os as _os
+import shutil as _shutil
+import tempfile as _tempfile
+from typing import Any as _Any
+
+from gunicorn.glogging import Logger as _GunicornLogger
 
 # Aliased: a module-level name `config` would be read as gunicorn's own `config` setting.
 from autodep_celery import config as _config
+from autodep_celery import logs as _logs
 
+_MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 _settings = _config.load()
 _web = _settings.web
+_owned_dir: list[str] = []
+"""The metrics directory this master created (and removes on exit)."""
 
 bind = [f"{_web.host}:{_web.port}"]
 worker_class = _web.worker_class
@@ -27,9 +47,48 @@ timeout = int(_web.request_timeout_s) + 30
 graceful_timeout = int(_web.request_timeout_s) + 5
 preload_app = False
 errorlog = "-"
-accesslog = None
-loglevel = "info"
+accesslog = None  # the app logs one line per request itself (autodep.access), with its id
+loglevel = _settings.log.level.lower()
+
+
+class _Logger(_GunicornLogger):
+    """gunicorn's own messages through the app's one-line format ([log]). Not logconfig_dict:
+    that would switch on gunicorn's access log, which formats a line per request for nothing."""
+
+    def setup(self, cfg: _Any) -> None:
+        super().setup(cfg)
+        _logs.setup(_settings.log, "web")
+        for log in (self.error_log, self.access_log):
+            for handler in list(log.handlers):
+                log.removeHandler(handler)
+            log.propagate = True
+
+
+logger_class = _Logger
 proc_name = "autodep-web"
 # gunicorn >= 25 opens a control socket at one fixed path per user; two servers on one host
 # (tests, several deployments) would fight over it, and nothing here uses gunicornc.
 control_socket_disable = True
+
+
+def on_starting(server: _Any) -> None:
+    path = _os.environ.get(_MULTIPROC_ENV)
+    if path:
+        _os.makedirs(path, exist_ok=True)
+        for stale in _glob.glob(_os.path.join(path, "*.db")):
+            _os.remove(stale)
+    else:
+        path = _tempfile.mkdtemp(prefix="autodep-metrics-")
+        _owned_dir.append(path)
+        _os.environ[_MULTIPROC_ENV] = path
+
+
+def child_exit(server: _Any, worker: _Any) -> None:
+    from prometheus_client import multiprocess  # in the master, only once a worker died
+
+    multiprocess.mark_process_dead(worker.pid)
+
+
+def on_exit(server: _Any) -> None:
+    for path in _owned_dir:
+        _shutil.rmtree(path, ignore_errors=True)

@@ -19,7 +19,13 @@ from typing import Any
 from PIL import Image
 
 from autodep_celery import errors
+from web import schema
 
+_FIELDS = schema.B64_IMAGE.names
+_SIDES = tuple(k for k in _FIELDS if k not in schema.B64_IMAGE.required)
+"""height and width: optional, checked against the image when given."""
+_MIN_SIDE = schema.IMAGE_SIDE.minimum or 1
+_REQUIRED = schema.B64_IMAGE.required
 _DATA_URL = re.compile(r"^data:[\w/+.-]*(;[\w=.-]+)*;base64,", re.IGNORECASE)
 _WHITESPACE = re.compile(r"\s+")
 
@@ -35,14 +41,17 @@ def check_b64_image(value: Any, max_pixels: int) -> bytes:
             "invalid_data",
             'B64Image must be an object: {"image": "<base64>", "height": h, "width": w}',
         )
-    extra = [k for k in value if k not in ("image", "height", "width")]
+    extra = [k for k in value if k not in _FIELDS]
     if extra:
         raise _invalid(
-            "unknown_field", f"unknown B64Image field {extra[0]!r}; use image, height, width"
+            "unknown_field", f"unknown B64Image field {extra[0]!r}; use {', '.join(_FIELDS)}"
         )
-    if "image" not in value:
-        raise _invalid("missing_field", 'B64Image needs "image": the base64 of a PNG/JPEG/... file')
-    declared = {k: _dimension(value, k) for k in ("height", "width")}
+    for key in _REQUIRED:
+        if key not in value:
+            raise _invalid(
+                "missing_field", f'B64Image needs "{key}": the base64 of a PNG/JPEG/... file'
+            )
+    declared = {k: _dimension(value, k) for k in _SIDES}
     raw = decode_b64(value["image"])
     width, height = image_size(raw, max_pixels)
     for key, real in (("height", height), ("width", width)):
@@ -59,7 +68,7 @@ def _dimension(value: dict[str, Any], key: str) -> int | None:
     dim = value.get(key)
     if dim is None:
         return None
-    if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
+    if isinstance(dim, bool) or not isinstance(dim, int) or dim < _MIN_SIDE:
         raise _invalid(
             "invalid_image_size",
             f"B64Image.{key} must be a positive whole number or null, not {dim!r}",

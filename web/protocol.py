@@ -24,11 +24,16 @@ class Readiness:
     """Configured model name -> number of live, ready worker processes serving it."""
     error: str | None = None
     """Why Redis or the broker could not be reached, if it could not."""
+    startable: frozenset[str] = frozenset()
+    """Models with no process now that the running autoscaler starts on demand (scale to
+    zero): ready, since a request for them waits for a cold start instead of failing."""
 
     @property
     def ok(self) -> bool:
         return (
-            self.error is None and bool(self.workers) and all(n > 0 for n in self.workers.values())
+            self.error is None
+            and bool(self.workers)
+            and all(n > 0 or m in self.startable for m, n in self.workers.items())
         )
 
 
@@ -40,8 +45,9 @@ class DispatcherProtocol(Protocol):
         ...
 
     def has_worker(self, model: str) -> bool:
-        """True when a live, ready worker process serves `model` (cached view).
-        Raises BrokerUnavailable when the worker status cannot be read."""
+        """True when a live, ready worker process serves `model` (cached view), or when the
+        running autoscaler starts one on demand. Raises BrokerUnavailable when the worker
+        status cannot be read."""
         ...
 
     def procs(self, fresh: bool = False) -> list[ProcStatus]:
@@ -49,6 +55,11 @@ class DispatcherProtocol(Protocol):
         ...
 
     def ready(self) -> Readiness: ...
+
+    @property
+    def status_view(self) -> WorkerView:
+        """Where worker and autoscaler status is read (GET /workers*, /autoscaler)."""
+        ...
 
 
 class Sender(Protocol):
@@ -76,6 +87,15 @@ class WorkerView(Protocol):
 
     def peek(self) -> list[ProcStatus]:
         """The last view read, without any I/O (for the dispatcher thread)."""
+        ...
+
+    def startable(self) -> frozenset[str]:
+        """Models the running autoscaler starts on demand (cached like procs; no I/O)."""
+        ...
+
+    def autoscaler(self, fresh: bool = False) -> dict[str, Any] | None:
+        """The running autoscaler's published state (autodep_celery.autoscaler.state), None
+        when none runs. Raises BrokerUnavailable when it cannot be read."""
         ...
 
     def ping(self) -> None:

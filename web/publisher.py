@@ -38,7 +38,7 @@ def celery_message(
     task_id = task_id or str(uuid.uuid4())
     body = msgpack.packb(([batch], {}, _EMBED), use_bin_type=True)
     expires = (datetime.now(UTC) + timedelta(seconds=expires_s)).isoformat()
-    argsrepr = f"<batch of {len(batch['items'])} for {batch['model']}>"
+    argsrepr = contract.batch_label(batch["model"], len(batch["items"]))
     return {
         "body": base64.b64encode(body).decode("ascii"),
         "content-encoding": "binary",

@@ -76,6 +76,7 @@ class FakeDispatcher:
         self.submitted: list[tuple[str, Item]] = []
         self.overloaded = False
         self.error: str | None = None
+        self.status_view = StaticView()
 
     def submit(self, model: str, item: Item) -> Future[dict[str, Any]]:
         if self.overloaded:
@@ -90,7 +91,8 @@ class FakeDispatcher:
         return future
 
     def has_worker(self, model: str) -> bool:
-        return any(p.ready and model in p.models for p in self.procs())
+        ready = any(p.ready and model in p.models for p in self.procs())
+        return ready or model in self.status_view.startable()
 
     def procs(self, fresh: bool = False) -> list[ProcStatus]:
         if self.error:
@@ -104,7 +106,8 @@ class FakeDispatcher:
             self.models if self.models is not None else {m for p in self.view for m in p.models}
         )
         return Readiness(
-            {m: sum(1 for p in self.view if p.ready and m in p.models) for m in models}
+            {m: sum(1 for p in self.view if p.ready and m in p.models) for m in models},
+            startable=self.status_view.startable(),
         )
 
 
@@ -153,8 +156,18 @@ class QueueReplySource:
 
 
 class StaticView:
-    def __init__(self, procs: list[ProcStatus] | None = None) -> None:
+    def __init__(
+        self, procs: list[ProcStatus] | None = None, startable: frozenset[str] = frozenset()
+    ) -> None:
         self.view = list(procs or [])
+        self.can_start = startable
+        self.scaler_state: dict[str, Any] | None = None
+
+    def startable(self) -> frozenset[str]:
+        return self.can_start
+
+    def autoscaler(self, fresh: bool = False) -> dict[str, Any] | None:
+        return self.scaler_state
 
     def procs(self, fresh: bool = False) -> list[ProcStatus]:
         return list(self.view)

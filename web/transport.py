@@ -17,10 +17,12 @@ import msgpack
 import redis
 
 from autodep_celery import contract, errors, status
+from autodep_celery.autoscaler import state as autoscaler_state
 from autodep_celery.config import ModelSettings, Settings
 from autodep_celery.contract import Batch
 from autodep_celery.status import ProcStatus
 from web.dispatcher import Dispatcher
+from web.load import LoadReporter
 from web.protocol import Sender
 from web.publisher import RedisPublisher
 
@@ -74,7 +76,7 @@ class CelerySender:
             ignore_result=True,
             expires=expires_s,
             # Celery would saferepr() the whole batch (image bytes included) for monitoring
-            argsrepr=f"<batch of {len(batch['items'])} for {model.name}>",
+            argsrepr=contract.batch_label(model.name, len(batch["items"])),
             kwargsrepr="{}",
             retry=True,
             retry_policy=SEND_RETRY_POLICY,
@@ -116,6 +118,8 @@ class RedisWorkerView:
         self._client: redis.Redis | None = None
         self._lock = threading.Lock()
         self._procs: list[ProcStatus] = []
+        self._startable: frozenset[str] = frozenset()
+        self._autoscaler: dict[str, Any] | None = None
         self._error: str | None = None
         self._read_at = float("-inf")
 
@@ -131,7 +135,10 @@ class RedisWorkerView:
                 # A failure is cached too, so a Redis outage costs one attempt per interval.
                 self._read_at = now
                 try:
-                    self._procs, self._error = status.read_all(self._conn()), None
+                    client = self._conn()
+                    self._procs, self._error = status.read_all(client), None
+                    self._autoscaler = autoscaler_state.read(client)
+                    self._startable = autoscaler_state.startable(self._autoscaler)
                 except (redis.RedisError, OSError) as exc:
                     self._procs, self._error = [], _unreachable(self._url, exc)
                     log.warning("%s", self._error)
@@ -141,6 +148,14 @@ class RedisWorkerView:
 
     def peek(self) -> list[ProcStatus]:
         return self._procs
+
+    def startable(self) -> frozenset[str]:
+        return self._startable
+
+    def autoscaler(self, fresh: bool = False) -> dict[str, Any] | None:
+        """The running autoscaler's published state, None when none runs."""
+        self.procs(fresh)
+        return self._autoscaler
 
     def ping(self) -> None:
         try:
@@ -163,9 +178,14 @@ def build_dispatcher(settings: Settings) -> Dispatcher:
         if broker.startswith(("redis://", "rediss://"))
         else CelerySender(settings)
     )
+
+    def report_load(dispatcher: Dispatcher) -> None:
+        LoadReporter(url, dispatcher.load, dispatcher.reply_to.rsplit(":", 1)[-1]).start()
+
     return Dispatcher(
         settings,
         sender,
         RedisReplySource(url),
         RedisWorkerView(url, settings.web.worker_check_interval_s),
+        on_start=report_load,
     )

@@ -2,7 +2,10 @@
 
 Called by :mod:`web.routes.inference`. Every bad input raises an AutodepError with its own code
 and a message that says how to fix it; nothing here decodes a whole image (only its header, via
-:mod:`web.images`). Must not import torch or Flask.
+:mod:`web.images`). Field names, required fields, tags, task names, bounds and defaults come
+from the declarations in :mod:`web.schema`, which also render the OpenAPI schema, so the two
+cannot drift; the checks stay hand-written because they are the hot path (a generic JSON Schema
+validator is slower and cannot say which fix each mistake needs). Must not import torch or Flask.
 """
 
 from __future__ import annotations
@@ -14,10 +17,18 @@ from typing import Any
 from autodep_celery import contract, errors
 from autodep_celery.config import ModelSettings, Settings
 from autodep_celery.contract import Item
-from web import images
+from web import images, schema
 
-BODY_KEYS = ("data", "inference_type", "model")
-IMAGE_TYPES = ("ImageClassification", "ImageToImage")
+BODY_KEYS = schema.INFERENCE_REQUEST.names
+REQUIRED_KEYS = schema.INFERENCE_REQUEST.required
+IMAGE_TYPES = schema.IMAGE_TASKS
+_NAMED_TYPES = schema.NAMED_TYPES.enum
+(_CLASSIFICATION,) = schema.TAGGED_TYPES.tags  # the one tagged type; its value holds options
+_CLASSIFICATION_OPTIONS = schema.CLASSIFICATION_OPTIONS.names
+_TOP_N_MIN = schema.TOP_N.minimum or 1
+_DEFAULT_TOP_N = schema.TOP_N.default
+_IMAGE_TAG = schema.IMAGE_TAG
+_TEXT_TAGS = schema.TEXT_TAGS
 _EXAMPLE = (
     '{"data": {"B64Image": {"image": "<base64>"}}, '
     '"inference_type": {"ImageClassification": {"top_n": 5}}}'
@@ -45,7 +56,7 @@ def parse_inference(body: Any, settings: Settings, deadline: float) -> Inference
         hint = f"; did you mean {close[0]!r}?" if close else f"; allowed: {', '.join(BODY_KEYS)}"
         raise _invalid("unknown_field", f"unknown field {unknown[0]!r} in the body{hint}")
     model = resolve_model(body.get("model"), settings)
-    for key in ("data", "inference_type"):
+    for key in REQUIRED_KEYS:
         if key not in body:
             raise _invalid("missing_field", f"the body needs a {key!r} field, e.g. {_EXAMPLE}")
     task, top_n = parse_inference_type(body["inference_type"])
@@ -97,30 +108,31 @@ def resolve_model(name: Any, settings: Settings) -> ModelSettings:
 def parse_inference_type(value: Any) -> tuple[str, int | None]:
     """Return (task, top_n); top_n only for ImageClassification."""
     allowed = '"ImageToImage", "TextToText" or {"ImageClassification": {"top_n": N}}'
-    if value in ("ImageToImage", "TextToText"):
-        return value, None
-    if value == "ImageClassification":  # lenient: the bare name means the default top_n
-        return value, contract.DEFAULT_TOP_N
-    if isinstance(value, dict) and len(value) == 1 and "ImageClassification" in value:
-        options = value["ImageClassification"]
+    if value in _NAMED_TYPES:
+        # lenient: the bare name ImageClassification means the default top_n
+        return value, _DEFAULT_TOP_N if value == _CLASSIFICATION else None
+    if isinstance(value, dict) and len(value) == 1 and _CLASSIFICATION in value:
+        options = value[_CLASSIFICATION]
         if options is None:
             options = {}
         if not isinstance(options, dict):
             raise _invalid("invalid_inference_type", 'ImageClassification takes {"top_n": N}')
-        extra = [k for k in options if k != "top_n"]
+        extra = [k for k in options if k not in _CLASSIFICATION_OPTIONS]
         if extra:
             raise _invalid(
                 "invalid_inference_type",
-                f"unknown ImageClassification option {extra[0]!r}; only top_n is allowed",
+                f"unknown ImageClassification option {extra[0]!r}; only "
+                f"{', '.join(_CLASSIFICATION_OPTIONS)} is allowed",
             )
         top_n = options.get("top_n")
         if top_n is None:
-            return "ImageClassification", contract.DEFAULT_TOP_N
-        if isinstance(top_n, bool) or not isinstance(top_n, int) or top_n < 1:
+            return _CLASSIFICATION, _DEFAULT_TOP_N
+        if isinstance(top_n, bool) or not isinstance(top_n, int) or top_n < _TOP_N_MIN:
             raise _invalid(
-                "invalid_top_n", f"top_n must be a whole number >= 1 (not {top_n!r}), e.g. 5"
+                "invalid_top_n",
+                f"top_n must be a whole number >= {_TOP_N_MIN} (not {top_n!r}), e.g. 5",
             )
-        return "ImageClassification", top_n
+        return _CLASSIFICATION, top_n
     raise _invalid(
         "unknown_inference_type", f"inference_type {_short(value)} is not one of {allowed}"
     )
@@ -132,11 +144,11 @@ def parse_data(value: Any) -> tuple[str, Any]:
     if not isinstance(value, dict) or len(value) != 1:
         raise _invalid("invalid_data", f"data must be an object with one key: {allowed}")
     tag, inner = next(iter(value.items()))
-    if tag in ("Text", "text"):
+    if tag in _TEXT_TAGS:
         if not isinstance(inner, str):
             raise _invalid("invalid_text", f"{tag} must be a string, not {_short(inner)}")
         return "text", inner
-    if tag == "B64Image":
+    if tag == _IMAGE_TAG:
         return "image", inner
     raise _invalid("unknown_data_type", f"unknown data type {tag!r}; use {allowed}")
 

@@ -7,13 +7,12 @@ module in the gunicorn master is harmless: nothing connects until the first requ
 from __future__ import annotations
 
 import logging
-import os
 
+from autodep_celery import config, logs
 from web.app import create_app
 
-logging.basicConfig(
-    level=os.environ.get("AUTODEP_LOG_LEVEL", "INFO").upper(),
-    format="%(asctime)s [%(process)d] %(levelname)s %(name)s: %(message)s",
-)
+settings = config.load()
+if not logging.getLogger().handlers:  # under gunicorn its master configured logging already
+    logs.setup(settings.log, "web")
 
-app = create_app()
+app = create_app(settings)

@@ -21,7 +21,7 @@ from celery import Celery, signals
 
 from autodep_celery.celery_app import settings_of
 from autodep_celery.config import Settings, queue_name
-from worker import memory, runtime
+from worker import memory, pool_status, runtime
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +57,9 @@ def _remember(worker: Any) -> None:
     pool = worker.pool_cls  # a name ("solo") at worker_init, a class from then on
     _ctx.pool = pool if isinstance(pool, str) else pool.__module__
     concurrency = worker.concurrency
+    autoscale = getattr(worker, "autoscale", None)
+    if autoscale:  # threads per child are sized for the largest pool the worker may grow to
+        concurrency = int(autoscale[0])
     _ctx.concurrency = concurrency if isinstance(concurrency, int) and concurrency > 0 else 1
     _ctx.queues = sorted(app.amqp.queues.consume_from.keys())
 
@@ -135,6 +138,10 @@ def _on_process_init(sender: Any = None, **_: Any) -> None:
 
 @signals.worker_ready.connect
 def _on_worker_ready(sender: Any = None, **_: Any) -> None:
+    controller = getattr(sender, "controller", None)
+    if controller is not None and _ctx.app is not None and os.getpid() == _ctx.parent_pid:
+        settings = settings_of(_ctx.app)
+        pool_status.start(controller, settings, served_models(settings, _ctx.queues))
     if "prefork" in _ctx.pool or os.getpid() != _ctx.parent_pid:
         return  # models live in the children, never in the prefork parent
     start_process(1)
@@ -149,6 +156,9 @@ def _on_process_shutdown(**_: Any) -> None:
 
 @signals.worker_shutdown.connect
 def _on_worker_shutdown(**_: Any) -> None:
+    writer = pool_status.current()
+    if writer is not None:
+        writer.stop()
     rt = runtime.current()  # solo and threads pools: the worker process itself
     if rt is not None:
         rt.stop()

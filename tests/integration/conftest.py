@@ -120,6 +120,16 @@ def make_settings(model_dir: Path, redis_url: str, **web: object) -> Settings:
         m("echo", "echo.pt"),
         m("slow", "slow.pt", task="ImageToImage", max_batch_size=1),
         m("ghost", "tiny.pt"),  # configured, but no worker ever serves it
+        # for the autoscaler's tests, which start their own workers and autoscaler
+        m(
+            "elastic",
+            "slow.pt",
+            task="ImageToImage",
+            max_batch_size=1,
+            max_workers=3,
+            resize=(8, 12),  # ~0.25 s per request, and a quick warm-up of new processes
+        ),
+        m("sleepy", "tiny.pt", task="ImageClassification", min_workers=0),
     )
     base = Settings(
         broker=config.BrokerSettings(url=redis_url),

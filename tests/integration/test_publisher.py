@@ -35,7 +35,7 @@ def test_fast_publish_equals_celery_send_task(redis_url: str) -> None:
         routing_key=model.queue,
         ignore_result=True,
         expires=30.0,
-        argsrepr="<batch of 1 for nobody>",
+        argsrepr=contract.batch_label("nobody", 1),
         kwargsrepr="{}",
     )
     RedisPublisher(redis_url).send(model, batch, 30.0)

@@ -270,3 +270,26 @@ def test_slow_models_get_smaller_batches(make):
     assert [i["text"] for i in b3["items"]] == ["b", "c"]
     reply_to(replies, b2)
     reply_to(replies, b3)
+
+
+def test_load_reports_pending_sent_and_the_oldest_wait(make):
+    """What the autoscaler reads from each web process: with one worker the limit is two
+    batches in flight, so the rest waits here and ages."""
+    clock = [100.0]
+    d, sender, replies = make(workers=1, max_batch_size=2)
+    d._clock = lambda: clock[0]
+    assert d.load() == {}  # nothing submitted in this process yet
+    for i in range(7):
+        d.submit("m", item(str(i)))
+    batches = sender.wait_for(2)
+    settle()
+    clock[0] += 1.5
+    sent = sum(len(b["items"]) for b in batches)
+    assert d.load()["m"] == {"pending": 7 - sent, "sent": sent, "batches": 2, "oldest_s": 1.5}
+    answered = 0
+    while answered < len(sender.batches) or sum(len(b["items"]) for b in sender.batches) < 7:
+        for b in sender.wait_for(answered + 1)[answered:]:
+            reply_to(replies, b)
+            answered += 1
+    settle()
+    assert d.load()["m"] == {"pending": 0, "sent": 0, "batches": 0, "oldest_s": 0.0}

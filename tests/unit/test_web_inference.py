@@ -98,6 +98,7 @@ def test_text_to_text(tag):
         "task": "TextToText",
         "text": "hello",
         "deadline": fake.submitted[0][1]["deadline"],
+        "request_id": r.headers["X-Request-ID"],
     }
 
 

@@ -80,3 +80,29 @@ def test_web_never_imports_torch():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "False"]
+
+
+def test_a_model_the_autoscaler_starts_on_demand_counts_as_ready():
+    fake = FakeDispatcher(PROCS, models=["m", "sleepy"])
+    fake.status_view.can_start = frozenset({"sleepy"})
+    r = client_for(fake, models=("m", "sleepy")).get("/ready")
+    assert r.status_code == 200 and r.json["models"] == {"m": 2, "sleepy": 0}
+    assert fake.has_worker("sleepy") and not fake.has_worker("ghost")
+
+
+def test_autoscaler_route_shows_the_published_state():
+    fake = FakeDispatcher(PROCS)
+    fake.status_view.scaler_state = {"running": True, "models": {"m": {"current": 2}}}
+    r = client_for(fake).get("/autoscaler")
+    assert r.status_code == 200 and r.json == fake.status_view.scaler_state
+
+
+def test_autoscaler_route_without_autoscaler_reports_the_pools():
+    fake = FakeDispatcher(PROCS)
+    fake.status_view.view = PROCS
+    settings = Settings(models=(ModelSettings("m", "/tmp/m.pt", min_workers=1, max_workers=3),))
+    r = create_app(settings, fake).test_client().get("/autoscaler")
+    assert r.json == {
+        "running": False,
+        "models": {"m": {"current": 2, "ready": 2, "min": 1, "max": 3}},
+    }

@@ -9,6 +9,7 @@ from __future__ import annotations
 from flask import current_app
 
 from autodep_celery.config import Settings
+from web.metrics import Metrics
 from web.protocol import DispatcherProtocol
 
 EXTENSION = "autodep"
@@ -20,3 +21,7 @@ def settings() -> Settings:
 
 def dispatcher() -> DispatcherProtocol:
     return current_app.extensions[EXTENSION]["dispatcher"]  # type: ignore[no-any-return]
+
+
+def stats() -> Metrics:
+    return current_app.extensions[EXTENSION]["metrics"]  # type: ignore[no-any-return]

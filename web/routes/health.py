@@ -6,18 +6,25 @@ from __future__ import annotations
 
 from flask import Blueprint, Response
 
-from web import routes
+from web import routes, schema
+from web.openapi import operation
 from web.responses import error_response, json_response
 
 bp = Blueprint("health", __name__)
 
 
 @bp.get("/health")
+@operation("The web process answers", {200: schema.HEALTH}, tag="operations")
 def health() -> Response:
     return json_response({"status": "ok"})
 
 
 @bp.get("/ready")
+@operation(
+    "Redis and the broker answer and every model has a ready worker",
+    {200: schema.READY, 503: "Not ready: the message names what is missing"},
+    tag="operations",
+)
 def ready() -> Response:
     state = routes.dispatcher().ready()
     if state.ok:

@@ -8,10 +8,11 @@ import time
 from concurrent.futures import TimeoutError as FutureTimeout
 
 import orjson
-from flask import Blueprint, Response, request
+from flask import Blueprint, Response, g, request
 
 from autodep_celery import errors
-from web import routes
+from web import observe, routes, schema
+from web.openapi import operation
 from web.responses import inference_body, json_response
 from web.validation import parse_inference
 
@@ -21,6 +22,16 @@ JSON_TYPES = ("", "application/json", "text/plain")
 
 
 @bp.post("/inference")
+@operation(
+    "Run a model on one input (Autodep's API)",
+    {200: schema.INFERENCE_RESPONSE},
+    request=schema.INFERENCE_REQUEST,
+    description="ImageClassification normalises with the model's mean/std and applies softmax; "
+    "ImageToImage scales to 0..1 and returns a 3-channel output as a PNG, a segmentation "
+    "output as a colour-coded map; TextToText returns the model's string.",
+    tag="inference",
+    errors=(400, 404, 413, 415, 422, 429, 503, 504),
+)
 def inference() -> Response:
     settings = routes.settings()
     mimetype = request.mimetype
@@ -38,7 +49,8 @@ def inference() -> Response:
     timeout_s = settings.web.request_timeout_s
     deadline = time.time() + timeout_s
     parsed = parse_inference(body, settings, deadline)
-    name = parsed.model.name
+    name = g.model = parsed.model.name
+    parsed.item["request_id"] = observe.request_id()
     dispatcher = routes.dispatcher()
     if not dispatcher.has_worker(name):
         raise errors.NoWorker(
@@ -54,4 +66,5 @@ def inference() -> Response:
             f"model {name} did not answer within {timeout_s:g} s (web.request_timeout_s); "
             "the workers are busy or slow: retry later, add workers or raise the timeout"
         ) from None
+    routes.stats().result(name, result)
     return json_response(inference_body(result))

@@ -1,0 +1,195 @@
+"""The HTTP API's bodies, declared once (DESIGN §5): requests that :mod:`web.validation` and
+:mod:`web.images` check field by field from these declarations, and responses that the routes
+build. :mod:`web.openapi` renders both into GET /openapi.json. Must not import torch or Flask.
+"""
+
+from __future__ import annotations
+
+from autodep_celery import contract
+from web.spec import (
+    AnyValue,
+    ArrayOf,
+    Boolean,
+    Integer,
+    MapOf,
+    Number,
+    Object,
+    OneOf,
+    Spec,
+    String,
+    Tagged,
+)
+
+# ---- POST /inference request ----------------------------------------------------------------
+TOP_N = Integer(
+    minimum=1,
+    default=contract.DEFAULT_TOP_N,
+    description="How many classes to return, most probable first.",
+)
+CLASSIFICATION_OPTIONS = Object(
+    {"top_n": TOP_N}, nullable=True, description="null or {} means the default top_n."
+)
+NAMED_TYPES = String(
+    enum=("ImageToImage", "TextToText", "ImageClassification"),
+    description='A task name; "ImageClassification" alone uses the default top_n.',
+)
+TAGGED_TYPES = Tagged({"ImageClassification": CLASSIFICATION_OPTIONS})
+INFERENCE_TYPE = OneOf(
+    (NAMED_TYPES, TAGGED_TYPES),
+    description="Chooses the pre- and post-processing (Autodep's InferenceType).",
+)
+IMAGE_TASKS = ("ImageClassification", "ImageToImage")
+"""Inference types that take B64Image data; TextToText takes Text."""
+
+IMAGE_SIDE = Integer(minimum=1, nullable=True, description="Checked against the image if given.")
+B64_IMAGE = Object(
+    {
+        "image": String(
+            format="byte",
+            description="Base64 of a PNG, JPEG, ... file; a data: URL prefix and line breaks "
+            "are accepted.",
+        ),
+        "height": IMAGE_SIDE,
+        "width": IMAGE_SIDE,
+    },
+    required=("image",),
+)
+TEXT = String(description="The input text.")
+TEXT_TAGS = ("Text", "text")
+"""Autodep sends "Text"; "text" is accepted too."""
+IMAGE_TAG = "B64Image"
+DATA = Tagged({IMAGE_TAG: B64_IMAGE, **{tag: TEXT for tag in TEXT_TAGS}})
+MODEL = String(description="A served model's name; may be left out when one model is served.")
+INFERENCE_REQUEST = Object(
+    {"data": DATA, "inference_type": INFERENCE_TYPE, "model": MODEL},
+    required=("data", "inference_type"),
+    example={
+        "data": {"B64Image": {"image": "<base64>", "height": None, "width": None}},
+        "inference_type": {"ImageClassification": {"top_n": 3}},
+        "model": "resnet18",
+    },
+)
+
+# ---- responses ------------------------------------------------------------------------------
+ERROR = Object(
+    {
+        "error": Object(
+            {
+                "code": String(description="snake_case, stable", example="invalid_top_n"),
+                "message": String(description="What is wrong and how to fix it."),
+            },
+            required=("code", "message"),
+        )
+    },
+    required=("error",),
+)
+CLASSIFICATION = ArrayOf(
+    Object(
+        {"probability": Number(minimum=0, maximum=1), "label": String()},
+        required=("probability", "label"),
+    ),
+    description="top_n classes, most probable first.",
+)
+OUTPUT_IMAGE = Object(
+    {
+        "image": String(format="byte", description="Base64 PNG."),
+        "height": Integer(minimum=1),
+        "width": Integer(minimum=1),
+    },
+    required=("image", "height", "width"),
+)
+INFERENCE = Tagged({"Classification": CLASSIFICATION, "B64Image": OUTPUT_IMAGE, "Text": TEXT})
+COMPUTE_TIME = Object(
+    {"secs": Integer(minimum=0), "nanos": Integer(minimum=0)},
+    required=("secs", "nanos"),
+    description="Model compute time of the request's batch.",
+)
+INFERENCE_RESPONSE = ArrayOf(
+    OneOf((INFERENCE, COMPUTE_TIME)),
+    min_items=2,
+    max_items=2,
+    description="[inference, {secs, nanos}], as Autodep answers.",
+    example=[
+        {"Classification": [{"probability": 0.91, "label": "tabby"}]},
+        {"secs": 0, "nanos": 21345678},
+    ],
+)
+WORKER_STATES = MapOf(String(enum=("Working", "Idle")), description='"<worker>/<pid>" -> state')
+WORKER_INFO = ArrayOf(
+    ArrayOf(
+        OneOf(
+            (
+                Object(
+                    {
+                        "worker": String(),
+                        "pid": Integer(),
+                        "models": ArrayOf(String()),
+                        "cpu_percent": Number(minimum=0),
+                        "rss_bytes": Integer(minimum=0),
+                    },
+                    required=("worker", "pid", "models", "cpu_percent", "rss_bytes"),
+                ),
+                Integer(minimum=0, description="requests served"),
+            )
+        ),
+        min_items=2,
+        max_items=2,
+    ),
+    description="[[process info, requests served], ...]",
+)
+HEALTH = Object({"status": String(enum=("ok",))}, required=("status",))
+READY = Object(
+    {
+        "status": String(enum=("ready",)),
+        "models": MapOf(Integer(minimum=0), description="model -> ready worker processes"),
+    },
+    required=("status", "models"),
+)
+_PROCESSES = Integer(minimum=0)
+_DECISION = Object(
+    {
+        "action": String(enum=("up", "down")),
+        "from": _PROCESSES,
+        "to": _PROCESSES,
+        "reason": String(),
+        "backlog": Number(minimum=0),
+        "at": Number(description="Unix time"),
+    },
+    closed=False,
+    nullable=True,
+)
+AUTOSCALER_MODEL = Object(
+    {
+        "current": Integer(minimum=0, description="processes the pool has or is growing to"),
+        "ready": Integer(minimum=0, description="processes with the model loaded"),
+        "desired": _PROCESSES,
+        "min": _PROCESSES,
+        "max": _PROCESSES,
+        "backlog": Number(minimum=0, description="requests waiting or computing"),
+        "queue_wait_s": Number(minimum=0, description="the oldest waiting request's age"),
+        "pending": _PROCESSES,
+        "sent": _PROCESSES,
+        "queued": _PROCESSES,
+        "busy": _PROCESSES,
+        "pinned": Integer(minimum=0, nullable=True, description="set by `autodep scale`"),
+        "startable": Boolean(description="started on demand when scaled to zero"),
+        "reason": String(),
+        "decisions": MapOf(Integer(minimum=0), description="up/down/hold -> count"),
+        "last_decision": _DECISION,
+    },
+    required=("current", "ready", "min", "max"),
+    closed=False,
+)
+AUTOSCALER = Object(
+    {
+        "running": Boolean(description="false: no autoscaler runs; pools keep their size"),
+        "ts": Number(description="Unix time of the state"),
+        "host": String(),
+        "pid": Integer(),
+        "interval_s": Number(minimum=0),
+        "models": MapOf(AUTOSCALER_MODEL),
+    },
+    required=("running", "models"),
+    closed=False,
+)
+ANY_JSON: Spec = AnyValue(description="JSON")
