@@ -16,14 +16,18 @@ from typing import TextIO
 
 SCALE_BOUNDS = (0.5, 3.0)
 """How far the measured/estimated ratio of finished steps may stretch the remaining estimate."""
+SCALE_AFTER = 0.2
+"""The ratio applies once this share of the planned time is done: a short first step (models
+already built in seconds, not the minute planned) says nothing about the measuring ones."""
 
 
 def eta_s(plan: Mapping[str, float], finished: Mapping[str, float]) -> float:
     """Seconds left: the estimates of unfinished steps times the measured/estimated ratio of the
-    finished ones (clamped to SCALE_BOUNDS; 1 before any step has finished)."""
+    finished ones (clamped to SCALE_BOUNDS; 1 until SCALE_AFTER of the plan is done)."""
     est_done = sum(plan[k] for k in finished if k in plan)
     took = sum(v for k, v in finished.items() if k in plan)
-    scale = min(max(took / est_done, SCALE_BOUNDS[0]), SCALE_BOUNDS[1]) if est_done > 0 else 1.0
+    enough = est_done > 0 and est_done >= SCALE_AFTER * sum(plan.values())
+    scale = min(max(took / est_done, SCALE_BOUNDS[0]), SCALE_BOUNDS[1]) if enough else 1.0
     left = sum(v for k, v in plan.items() if k not in finished)
     return left * scale
 

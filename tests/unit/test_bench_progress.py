@@ -14,9 +14,9 @@ def test_eta_before_anything_finished_is_the_plan() -> None:
 
 
 def test_eta_scales_the_rest_by_how_finished_steps_went() -> None:
-    plan = {"a": 10.0, "b": 20.0, "c": 30.0}
-    assert eta_s(plan, {"a": 20.0}) == pytest.approx(2 * 50)
-    assert eta_s(plan, {"a": 5.0}) == pytest.approx(0.5 * 50)
+    plan = {"a": 20.0, "b": 20.0, "c": 20.0}
+    assert eta_s(plan, {"a": 40.0}) == pytest.approx(2 * 40)
+    assert eta_s(plan, {"a": 10.0}) == pytest.approx(0.5 * 40)
     assert eta_s(plan, {"a": 10.0, "b": 20.0, "c": 30.0}) == 0
 
 
@@ -62,3 +62,9 @@ def test_plans_name_every_measured_step() -> None:
     plan = autoscale.plan(args)
     assert plan["trace:fixed"] == pytest.approx(70)
     assert set(plan) >= {"start:fixed", "calibrate", "trace:autoscaled", "stop:autoscaled"}
+
+
+def test_a_short_first_step_does_not_shrink_the_estimate() -> None:
+    plan = {"models": 60.0, "fixed": 300.0, "autoscaled": 300.0}
+    assert eta_s(plan, {"models": 1.3}) == 600  # 60 of 660 s planned: under SCALE_AFTER
+    assert eta_s(plan, {"models": 1.3, "fixed": 360.0}) == pytest.approx(300 * 361.3 / 360)
