@@ -48,8 +48,8 @@ test-compose: install
 
 lint: install
 	$(BIN)/python -m pip install --quiet ruff
-	$(BIN)/ruff check autodep_celery web worker bench tests
-	$(BIN)/ruff format --check autodep_celery web worker bench tests
+	$(BIN)/ruff check autodep_celery cli web worker bench tests
+	$(BIN)/ruff format --check autodep_celery cli web worker bench tests
 
 bench: install
 	$(BIN)/python -m pip install --quiet -e '.[bench]'

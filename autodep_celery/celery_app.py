@@ -33,7 +33,7 @@ def make_celery(settings: Settings) -> Celery:
         "autodep_celery",
         broker=settings.broker_url,
         backend=settings.result_url,
-        include=["worker.tasks"],
+        include=["autodep_celery.worker.tasks"],
     )
     visibility = settings.broker.visibility_timeout_s
     app.conf.update(
@@ -64,7 +64,7 @@ def make_celery(settings: Settings) -> Celery:
         task_queues=[Queue(m.queue, routing_key=m.queue) for m in settings.models],
         task_default_queue="autodep.default",
         # pools change only by remote control (the autoscaler, celery control, Flower)
-        worker_autoscaler="worker.control:RemoteOnlyAutoscaler",
+        worker_autoscaler="autodep_celery.worker.control:RemoteOnlyAutoscaler",
         worker_hijack_root_logger=False,
         worker_send_task_events=False,
     )

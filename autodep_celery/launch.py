@@ -71,4 +71,10 @@ def _default_concurrency(settings: Settings, models: list[str]) -> int:
 
 def web_argv() -> list[str]:
     """gunicorn with the project's config module; host, port and sizes come from settings."""
-    return python_argv("-m", "gunicorn", "-c", "python:web.gunicorn_conf", "web.wsgi:app")
+    return python_argv(
+        "-m",
+        "gunicorn",
+        "-c",
+        "python:autodep_celery.web.gunicorn_conf",
+        "autodep_celery.web.wsgi:app",
+    )

@@ -15,10 +15,9 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402 - the backend must be chosen first
+from autodep_celery.bench import timeline  # noqa: E402
+from autodep_celery.bench.traces import Trace  # noqa: E402
 from matplotlib import ticker  # noqa: E402
-
-from bench import timeline  # noqa: E402
-from bench.traces import Trace  # noqa: E402
 
 SMOOTH_S = 2.0
 STYLE = {"autoscaled": ("autoscaled", "tab:blue"), "fixed": ("fixed pool at max", "tab:orange")}

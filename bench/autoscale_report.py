@@ -15,9 +15,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from bench import timeline
-from bench.timeline import PoolSample, Request
-from bench.traces import Trace
+from autodep_celery.bench import timeline
+from autodep_celery.bench.timeline import PoolSample, Request
+from autodep_celery.bench.traces import Trace
 
 LATENCY_WINDOW_S = 2.0
 """Latency percentiles at each instant are over the answers of the last 2 s."""

@@ -22,9 +22,18 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from autodep_celery.bench import (
+    autoscale,
+    autoscale_report,
+    deps,
+    output,
+    systems,
+    throughput,
+    workloads,
+)
+from autodep_celery.bench.progress import Progress
+
 from autodep_celery import processes
-from bench import autoscale, autoscale_report, deps, output, systems, throughput, workloads
-from bench.progress import Progress
 
 RESULTS_DIR = Path(__file__).parent / "results"
 SYSTEMS = ("limit", "served", "baseline")
@@ -166,13 +175,13 @@ def _stem(args: argparse.Namespace) -> str:
 
 
 def _plot_throughput() -> output.Plotter:
-    from bench import plot  # matplotlib: only once the JSON is written
+    from autodep_celery.bench import plot  # matplotlib: only once the JSON is written
 
     return plot.plot_all
 
 
 def _plot_autoscale() -> output.Plotter:
-    from bench import autoscale_plot
+    from autodep_celery.bench import autoscale_plot
 
     return autoscale_plot.plot
 

@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from bench.timeline import PoolSample, Request
+from autodep_celery.bench.timeline import PoolSample, Request
 
 HOST = "127.0.0.1"
 SAMPLE_INTERVAL_S = 0.5

@@ -13,9 +13,8 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402 - the backend must be chosen first
+from autodep_celery.bench import report  # noqa: E402
 from matplotlib import ticker  # noqa: E402
-
-from bench import report  # noqa: E402
 
 LOG_SCALE_ABOVE = 4.0
 """Throughput axis goes logarithmic when the limit is this many times the best served rate."""

@@ -82,7 +82,7 @@ def start_baseline(
     argv = processes.python_argv(
         "-m",
         "uvicorn",
-        "bench.baseline_fastapi:app",
+        "autodep_celery.bench.baseline_fastapi:app",
         "--host",
         "127.0.0.1",
         "--port",

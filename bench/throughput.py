@@ -17,9 +17,10 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+from autodep_celery.bench import cpu, report, systems, workloads, wrk
+from autodep_celery.bench.progress import Progress
+
 from autodep_celery import processes
-from bench import cpu, report, systems, workloads, wrk
-from bench.progress import Progress
 
 
 def plan(args: argparse.Namespace) -> dict[str, float]:
@@ -28,7 +29,10 @@ def plan(args: argparse.Namespace) -> dict[str, float]:
     steps = {"models": 10.0}
     for name in args.workloads:
         if "limit" in args.systems:
-            from bench.inprocess import BATCH_SIZES, SETTINGS  # torch: only when measured
+            from autodep_celery.bench.inprocess import (  # torch: only when measured
+                BATCH_SIZES,
+                SETTINGS,
+            )
 
             limit = len(BATCH_SIZES) * (args.duration_s + args.warmup_s / 2) + 3
             steps.update({f"limit:{name}:{p}x{t}": limit for p, t in SETTINGS})
@@ -123,7 +127,9 @@ def run(
 def _limit(
     name: str, model: Path, image: bytes, args: argparse.Namespace, progress: Progress
 ) -> dict[str, Any]:
-    from bench import inprocess  # torch and the worker's code: only when measuring the limit
+    from autodep_celery.bench import (
+        inprocess,  # torch and the worker's code: only when measuring the limit
+    )
 
     points = []
     for procs, threads in inprocess.SETTINGS:
@@ -154,7 +160,7 @@ def _limit_again(
     progress: Progress,
     best: dict[str, Any],
 ) -> dict[str, Any]:
-    from bench import inprocess
+    from autodep_celery.bench import inprocess
 
     procs, threads, size = best["processes"], best["threads"], best["batch_size"]
     progress.step(
@@ -237,7 +243,7 @@ def _served(
             f"{r.error_count} errors, wrk cpu {r.cpu_s:.2f} s"
         )
     if system == "served":
-        from bench import floor
+        from autodep_celery.bench import floor
 
         progress.step(
             f"served {name}: latency floor at c=1 (GET /health, empty Celery batch)",

@@ -64,7 +64,7 @@ def build_models(directory: Path, names: list[str]) -> dict[str, Path]:
     """The example models' files in `directory`: taken when present, else built (seeded)."""
     paths = {name: directory / f"{name}.pt" for name in names}
     if not all(p.is_file() for p in paths.values()):
-        from worker.examples import write_example_models  # torch: only when building
+        from autodep_celery.worker.examples import write_example_models  # torch: only when building
 
         write_example_models(directory)
     return paths

@@ -1,6 +1,7 @@
 """The HTTP tier: Flask under gunicorn (gevent by default), batching requests into Celery tasks.
 
-Entry points: ``web.wsgi:app`` (gunicorn, config in ``web.gunicorn_conf``) and
-:func:`web.app.create_app` (tests, `autodep serve`). Imports flow ``web -> autodep_celery``; this
-package must never import torch or ``worker``.
+Installed as ``autodep_celery.web`` (the folder stays web/). Entry points:
+``autodep_celery.web.wsgi:app`` (gunicorn, config in ``web.gunicorn_conf``) and
+:func:`web.app.create_app` (tests). Imports flow ``web -> autodep_celery core``; this package
+must never import torch or ``worker``.
 """

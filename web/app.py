@@ -7,14 +7,22 @@ forks. Must not import torch or ``worker``.
 
 from __future__ import annotations
 
+from autodep_celery.web import errors, observe
+from autodep_celery.web.metrics import Metrics
+from autodep_celery.web.protocol import DispatcherProtocol
+from autodep_celery.web.routes import (
+    EXTENSION,
+    autoscaler,
+    docs,
+    health,
+    inference,
+    metrics,
+    workers,
+)
 from flask import Flask
 
 from autodep_celery import config
 from autodep_celery.config import Settings
-from web import errors, observe
-from web.metrics import Metrics
-from web.protocol import DispatcherProtocol
-from web.routes import EXTENSION, autoscaler, docs, health, inference, metrics, workers
 
 
 def create_app(
@@ -23,7 +31,9 @@ def create_app(
     settings = config.load() if settings is None else settings
     stats = Metrics(settings)
     if dispatcher is None:
-        from web.transport import build_dispatcher  # pulls in redis/msgpack only when needed
+        from autodep_celery.web.transport import (
+            build_dispatcher,  # pulls in redis/msgpack only when needed
+        )
 
         real = build_dispatcher(settings)
         real.on_batch = stats.batch_sent  # type: ignore[attr-defined]  # batch size, queue wait

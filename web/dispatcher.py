@@ -25,11 +25,12 @@ from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass, field
 from typing import Any
 
+from autodep_celery.web.protocol import Readiness, ReplySource, Sender, WorkerView
+
 from autodep_celery import contract, errors
 from autodep_celery.config import ModelSettings, Settings
 from autodep_celery.contract import Item
 from autodep_celery.status import ProcStatus, models_with_workers
-from web.protocol import Readiness, ReplySource, Sender, WorkerView
 
 log = logging.getLogger(__name__)
 

@@ -8,11 +8,11 @@ from __future__ import annotations
 import logging
 import re
 
+from autodep_celery.web.responses import error_response
 from flask import Flask, request
 from werkzeug.exceptions import HTTPException
 
 from autodep_celery.errors import AutodepError
-from web.responses import error_response
 
 log = logging.getLogger(__name__)
 

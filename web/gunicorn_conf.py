@@ -1,5 +1,5 @@
 """gunicorn settings for the web tier, from autodep's settings: ``gunicorn -c
-python:web.gunicorn_conf web.wsgi:app`` (or ``-c path/to/web/gunicorn_conf.py``).
+python:autodep_celery.web.gunicorn_conf autodep_celery.web.wsgi:app``.
 
 Few processes, many concurrent requests each, because batches form only among the requests of one
 process (DESIGN §2.1). gevent by default: a greenlet per connection costs less than gthread's

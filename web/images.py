@@ -16,10 +16,10 @@ import struct
 import zlib
 from typing import Any
 
+from autodep_celery.web import schema
 from PIL import Image
 
 from autodep_celery import errors
-from web import schema
 
 _FIELDS = schema.B64_IMAGE.names
 _SIDES = tuple(k for k in _FIELDS if k not in schema.B64_IMAGE.required)

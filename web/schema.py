@@ -5,8 +5,7 @@ build. :mod:`web.openapi` renders both into GET /openapi.json. Must not import t
 
 from __future__ import annotations
 
-from autodep_celery import contract
-from web.spec import (
+from autodep_celery.web.spec import (
     AnyValue,
     ArrayOf,
     Boolean,
@@ -19,6 +18,8 @@ from web.spec import (
     String,
     Tagged,
 )
+
+from autodep_celery import contract
 
 # ---- POST /inference request ----------------------------------------------------------------
 TOP_N = Integer(

@@ -12,13 +12,13 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
 
+from autodep_celery.web.protocol import Readiness
 from PIL import Image
 
 from autodep_celery import contract, errors
 from autodep_celery.config import ModelSettings
 from autodep_celery.contract import Batch, Item
 from autodep_celery.status import ProcStatus
-from web.protocol import Readiness
 
 Handler = Callable[[str, Item], "dict[str, Any] | Exception | None"]
 

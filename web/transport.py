@@ -15,16 +15,16 @@ from typing import Any
 
 import msgpack
 import redis
+from autodep_celery.web.dispatcher import Dispatcher
+from autodep_celery.web.load import LoadReporter
+from autodep_celery.web.protocol import Sender
+from autodep_celery.web.publisher import RedisPublisher
 
 from autodep_celery import contract, errors, status
 from autodep_celery.autoscaler import state as autoscaler_state
 from autodep_celery.config import ModelSettings, Settings
 from autodep_celery.contract import Batch
 from autodep_celery.status import ProcStatus
-from web.dispatcher import Dispatcher
-from web.load import LoadReporter
-from web.protocol import Sender
-from web.publisher import RedisPublisher
 
 log = logging.getLogger(__name__)
 

@@ -14,10 +14,11 @@ import difflib
 from dataclasses import dataclass
 from typing import Any
 
+from autodep_celery.web import images, schema
+
 from autodep_celery import contract, errors
 from autodep_celery.config import ModelSettings, Settings
 from autodep_celery.contract import Item
-from web import images, schema
 
 BODY_KEYS = schema.INFERENCE_REQUEST.names
 REQUIRED_KEYS = schema.INFERENCE_REQUEST.required

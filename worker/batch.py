@@ -12,11 +12,11 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
+from autodep_celery.worker import processing
+from autodep_celery.worker.registry import TEXT_LIST, LoadedModel, Registry
 
 from autodep_celery import contract, errors
 from autodep_celery.config import Settings
-from worker import processing
-from worker.registry import TEXT_LIST, LoadedModel, Registry
 
 IMAGE_TASKS = ("ImageClassification", "ImageToImage")
 

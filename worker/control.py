@@ -13,11 +13,11 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from autodep_celery.worker import pool_status
 from celery.worker.autoscale import Autoscaler
 from celery.worker.control import control_command
 
 from autodep_celery.contract import POOL_CONTROL
-from worker import pool_status
 
 log = logging.getLogger(__name__)
 

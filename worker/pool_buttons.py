@@ -18,10 +18,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from autodep_celery.worker.control import autodep_autoscale
 from celery.worker import control as celery_control
 from celery.worker.control import control_command
-
-from worker.control import autodep_autoscale
 
 _celery_pool_grow = celery_control.pool_grow
 _celery_pool_shrink = celery_control.pool_shrink

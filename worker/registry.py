@@ -15,10 +15,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from autodep_celery.worker import processing
 
 from autodep_celery import errors
 from autodep_celery.config import ModelSettings, Settings
-from worker import processing
 
 log = logging.getLogger(__name__)
 

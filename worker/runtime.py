@@ -19,10 +19,10 @@ from typing import Any
 import msgpack
 import psutil
 import redis
+from autodep_celery.worker.registry import Registry
 
 from autodep_celery import contract, status
 from autodep_celery.config import Settings
-from worker.registry import Registry
 
 log = logging.getLogger(__name__)
 

@@ -17,11 +17,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from autodep_celery.worker import memory, pool_status, runtime
 from celery import Celery, signals
 
 from autodep_celery.celery_app import settings_of
 from autodep_celery.config import Settings, queue_name
-from worker import memory, pool_status, runtime
 
 log = logging.getLogger(__name__)
 

@@ -94,7 +94,7 @@ class Slow(torch.nn.Module):
 
 
 def write_test_models(model_dir: Path) -> None:
-    from worker.examples import write_example_models
+    from autodep_celery.worker.examples import write_example_models
 
     write_example_models(model_dir)
     torch.jit.script(Slow().eval()).save(str(model_dir / "slow.pt"))

@@ -97,7 +97,7 @@ def test_metrics_count_every_process_and_pass_promtool(web: Web, stack: Stack) -
 
 
 def test_batch_hook_fills_batch_size_and_queue_wait(web: Web) -> None:
-    from web import dispatcher
+    from autodep_celery.web import dispatcher
 
     if "on_batch" not in Path(dispatcher.__file__).read_text():
         pytest.skip("web.dispatcher has no on_batch hook yet (batch size and queue wait)")

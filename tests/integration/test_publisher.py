@@ -8,11 +8,11 @@ import time
 
 import msgpack
 import redis
+from autodep_celery.web.publisher import RedisPublisher
 
 from autodep_celery import config, contract
 from autodep_celery.celery_app import make_celery
 from autodep_celery.config import ModelSettings, Settings
-from web.publisher import RedisPublisher
 
 VOLATILE_HEADERS = {"id", "root_id", "expires", "origin"}
 VOLATILE_PROPERTIES = {"correlation_id", "delivery_tag", "reply_to", "expiration"}

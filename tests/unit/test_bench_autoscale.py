@@ -10,11 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from autodep_celery.bench import autoscale_report, openloop, serve_config
+from autodep_celery.bench.timeline import PoolSample, Request
+from autodep_celery.bench.traces import Trace
 
 from autodep_celery import config
-from bench import autoscale_report, openloop, serve_config
-from bench.timeline import PoolSample, Request
-from bench.traces import Trace
 
 
 def test_configs_differ_only_in_autoscaling_and_pool_bounds(tmp_path: Path) -> None:
@@ -204,7 +204,7 @@ def test_throughput_target_is_not_judged_when_the_fixed_pool_was_not_saturated()
 
 def test_plot_over_time(tmp_path: Path) -> None:
     pytest.importorskip("matplotlib")
-    from bench import autoscale_plot
+    from autodep_celery.bench import autoscale_plot
 
     trace = Trace("step", 20, peak_rps=24, base_rps=4)
     results: dict[str, Any] = {

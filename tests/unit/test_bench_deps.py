@@ -4,8 +4,7 @@ optional dependency exits 2 naming the install command, before anything is measu
 from __future__ import annotations
 
 import pytest
-
-from bench import autoscale, cli, deps, throughput
+from autodep_celery.bench import autoscale, cli, deps, throughput
 
 
 def names(needs: list[deps.Need]) -> list[str]:

@@ -9,9 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from bench import cli, output, throughput
-from bench.progress import Progress
+from autodep_celery.bench import cli, output, throughput
+from autodep_celery.bench.progress import Progress
 
 RESULTS = {"machine": {"cores": 2}, "workloads": {"tiny": {"systems": {"served": [{"c": 1}]}}}}
 

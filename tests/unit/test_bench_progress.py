@@ -5,8 +5,7 @@ from __future__ import annotations
 import io
 
 import pytest
-
-from bench.progress import Progress, eta_s, format_duration
+from autodep_celery.bench.progress import Progress, eta_s, format_duration
 
 
 def test_eta_before_anything_finished_is_the_plan() -> None:
@@ -51,7 +50,7 @@ def test_progress_prints_an_eta_that_follows_finished_steps() -> None:
 
 
 def test_plans_name_every_measured_step() -> None:
-    from bench import autoscale, cli, throughput
+    from autodep_celery.bench import autoscale, cli, throughput
 
     args = cli._parser().parse_args(["--systems", "served,baseline", "--concurrency", "1,64"])
     plan = throughput.plan(args)

@@ -7,8 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
-
-from bench import cpu, report, wrk
+from autodep_celery.bench import cpu, report, wrk
 
 pytestmark = pytest.mark.unit
 

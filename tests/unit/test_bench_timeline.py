@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import pytest
-
-from bench import timeline
-from bench.timeline import PoolSample, Request
-from bench.traces import Trace
+from autodep_celery.bench import timeline
+from autodep_celery.bench.timeline import PoolSample, Request
+from autodep_celery.bench.traces import Trace
 
 
 def test_percentile_nearest_rank() -> None:

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import pytest
-
-from bench.traces import SHAPES, Trace, arrival_times, offered_requests
+from autodep_celery.bench.traces import SHAPES, Trace, arrival_times, offered_requests
 
 
 def test_step_is_base_then_peak_then_base() -> None:

@@ -8,11 +8,11 @@ from __future__ import annotations
 import time
 
 import pytest
+from autodep_celery.web.dispatcher import Dispatcher
+from autodep_celery.web.testing import QueueReplySource, RecordingSender, StaticView, proc
 
 from autodep_celery import contract, errors
 from autodep_celery.config import ModelSettings, Settings, WebSettings
-from web.dispatcher import Dispatcher
-from web.testing import QueueReplySource, RecordingSender, StaticView, proc
 
 pytestmark = pytest.mark.unit
 

@@ -9,11 +9,11 @@ import io
 
 import orjson
 import pytest
+from autodep_celery.web.app import create_app
+from autodep_celery.web.testing import FakeDispatcher, png_bytes, proc
 from PIL import Image
 
 from autodep_celery.config import ModelSettings, Settings, WebSettings
-from web.app import create_app
-from web.testing import FakeDispatcher, png_bytes, proc
 
 pytestmark = pytest.mark.unit
 

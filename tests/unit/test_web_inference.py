@@ -9,11 +9,11 @@ import time
 
 import orjson
 import pytest
+from autodep_celery.web.app import create_app
+from autodep_celery.web.testing import FakeDispatcher, canned_result, png_bytes, proc
 
 from autodep_celery import contract, errors
 from autodep_celery.config import ModelSettings, Settings, WebSettings
-from web.app import create_app
-from web.testing import FakeDispatcher, canned_result, png_bytes, proc
 
 pytestmark = pytest.mark.unit
 

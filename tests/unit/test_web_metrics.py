@@ -11,13 +11,13 @@ import time
 from pathlib import Path
 
 import pytest
+from autodep_celery.web import metrics as metrics_mod
+from autodep_celery.web.app import create_app
+from autodep_celery.web.testing import FakeDispatcher, png_bytes, proc
 from prometheus_client.parser import text_string_to_metric_families
 
 from autodep_celery.autoscaler.backlog import Signal
 from autodep_celery.config import ModelSettings, Settings
-from web import metrics as metrics_mod
-from web.app import create_app
-from web.testing import FakeDispatcher, png_bytes, proc
 
 pytestmark = pytest.mark.unit
 

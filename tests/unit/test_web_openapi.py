@@ -9,15 +9,15 @@ import copy
 import re
 
 import pytest
+from autodep_celery.web import observe
+from autodep_celery.web.app import create_app
+from autodep_celery.web.testing import FakeDispatcher, png_bytes, proc
+from autodep_celery.web.validation import parse_inference
 from openapi_schema_validator import OAS30Validator
 from openapi_spec_validator import validate
 
 from autodep_celery import errors
 from autodep_celery.config import ModelSettings, Settings
-from web import observe
-from web.app import create_app
-from web.testing import FakeDispatcher, png_bytes, proc
-from web.validation import parse_inference
 
 pytestmark = pytest.mark.unit
 

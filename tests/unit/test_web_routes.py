@@ -6,10 +6,10 @@ import subprocess
 import sys
 
 import pytest
+from autodep_celery.web.app import create_app
+from autodep_celery.web.testing import FakeDispatcher, proc
 
 from autodep_celery.config import ModelSettings, Settings
-from web.app import create_app
-from web.testing import FakeDispatcher, proc
 
 pytestmark = pytest.mark.unit
 
@@ -74,9 +74,10 @@ def test_not_ready_when_redis_unreachable():
 
 def test_web_never_imports_torch():
     code = (
-        "import sys, web.app, web.transport, web.dispatcher\n"
-        "web.app.create_app(web.app.config.Settings())\n"
-        "print('torch' in sys.modules, 'worker' in sys.modules)"
+        "import sys\n"
+        "import autodep_celery.web.app as app, autodep_celery.web.transport\n"
+        "app.create_app(app.config.Settings())\n"
+        "print('torch' in sys.modules, 'autodep_celery.worker' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "False"]

@@ -8,14 +8,14 @@ from pathlib import Path
 
 import pytest
 import torch
+from autodep_celery.worker import registry as registry_mod
+from autodep_celery.worker.batch import run_batch
+from autodep_celery.worker.examples import EXAMPLE_NAMES, write_example_models
+from autodep_celery.worker.registry import Registry
 from PIL import Image
 
 from autodep_celery import contract
 from autodep_celery.config import IMAGENET_MEAN, IMAGENET_STD, ModelSettings, Settings
-from worker import registry as registry_mod
-from worker.batch import run_batch
-from worker.examples import EXAMPLE_NAMES, write_example_models
-from worker.registry import Registry
 
 pytestmark = pytest.mark.unit
 
@@ -138,7 +138,7 @@ def test_classification_matches_in_process_and_uses_labels(
     [result] = reply["results"]
     assert result["ok"] and result["compute_ns"] > 0
     model = torch.jit.load(settings.model("resnet18").path)  # type: ignore[union-attr]
-    from worker.processing import decode_image, imagenet_labels, normalise
+    from autodep_celery.worker.processing import decode_image, imagenet_labels, normalise
 
     x = normalise(decode_image(data, 10**9).unsqueeze(0), IMAGENET_MEAN, IMAGENET_STD)
     probs = torch.softmax(model(x), 1)[0]

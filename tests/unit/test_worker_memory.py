@@ -5,8 +5,7 @@ from __future__ import annotations
 import platform
 
 import pytest
-
-from worker import memory
+from autodep_celery.worker import memory
 
 pytestmark = pytest.mark.unit
 

@@ -10,11 +10,11 @@ from typing import Any
 
 import msgpack
 import pytest
+from autodep_celery.worker import runtime, signals, tasks
+from autodep_celery.worker.examples import write_example_models
 
 from autodep_celery import contract
 from autodep_celery.config import BrokerSettings, ModelSettings, Settings, WorkerSettings
-from worker import runtime, signals, tasks
-from worker.examples import write_example_models
 
 pytestmark = pytest.mark.unit
 

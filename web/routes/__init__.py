@@ -6,11 +6,11 @@ through globals, so several apps (tests) can live in one process.
 
 from __future__ import annotations
 
+from autodep_celery.web.metrics import Metrics
+from autodep_celery.web.protocol import DispatcherProtocol
 from flask import current_app
 
 from autodep_celery.config import Settings
-from web.metrics import Metrics
-from web.protocol import DispatcherProtocol
 
 EXTENSION = "autodep"
 

@@ -5,11 +5,10 @@ With no autoscaler running it says so, with the pool sizes the workers report. N
 
 from __future__ import annotations
 
+from autodep_celery.web import routes, schema
+from autodep_celery.web.openapi import operation
+from autodep_celery.web.responses import json_response
 from flask import Blueprint, Response
-
-from web import routes, schema
-from web.openapi import operation
-from web.responses import json_response
 
 bp = Blueprint("autoscaler", __name__)
 

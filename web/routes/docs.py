@@ -4,13 +4,12 @@ package's files, so the docs work with no internet. Must not import torch.
 
 from __future__ import annotations
 
+from autodep_celery.web import openapi, routes
+from autodep_celery.web.openapi import operation
+from autodep_celery.web.responses import json_response
+from autodep_celery.web.spec import AnyValue
 from flask import Blueprint, Response, current_app, send_from_directory, url_for
 from werkzeug.exceptions import NotFound
-
-from web import openapi, routes
-from web.openapi import operation
-from web.responses import json_response
-from web.spec import AnyValue
 
 bp = Blueprint("docs", __name__)
 

@@ -8,13 +8,13 @@ import time
 from concurrent.futures import TimeoutError as FutureTimeout
 
 import orjson
+from autodep_celery.web import observe, routes, schema
+from autodep_celery.web.openapi import operation
+from autodep_celery.web.responses import inference_body, json_response
+from autodep_celery.web.validation import parse_inference
 from flask import Blueprint, Response, g, request
 
 from autodep_celery import errors
-from web import observe, routes, schema
-from web.openapi import operation
-from web.responses import inference_body, json_response
-from web.validation import parse_inference
 
 bp = Blueprint("inference", __name__)
 

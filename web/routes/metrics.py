@@ -4,11 +4,10 @@ Must not import torch.
 
 from __future__ import annotations
 
+from autodep_celery.web import routes
+from autodep_celery.web.metrics import CONTENT_TYPE
+from autodep_celery.web.openapi import operation
 from flask import Blueprint, Response
-
-from web import routes
-from web.metrics import CONTENT_TYPE
-from web.openapi import operation
 
 bp = Blueprint("metrics", __name__)
 

@@ -4,11 +4,10 @@ Must not import torch.
 
 from __future__ import annotations
 
+from autodep_celery.web import routes, schema
+from autodep_celery.web.openapi import operation
+from autodep_celery.web.responses import json_response
 from flask import Blueprint, Response
-
-from web import routes, schema
-from web.openapi import operation
-from web.responses import json_response
 
 bp = Blueprint("workers", __name__)
 

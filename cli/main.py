@@ -353,7 +353,7 @@ def _resize_now(settings: Settings, client: Any, model: str, target: int) -> Non
 
 
 def example_models(args: argparse.Namespace) -> int:
-    from worker.examples import write_example_models  # torch: only for this command
+    from autodep_celery.worker.examples import write_example_models  # torch: only for this command
 
     for name, path in write_example_models(Path(args.directory)).items():
         print(f"{name}: {path}")
@@ -364,7 +364,7 @@ def main(argv: list[str] | None = None) -> int:
     logs.setup(config.LogSettings(), "cli")
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["bench"]:  # bench has its own parser; import it (torch, wrk) only when asked
-        from bench.cli import main as bench_main
+        from autodep_celery.bench.cli import main as bench_main
 
         return bench_main(argv[1:])
     args = _parser().parse_args(argv)
