@@ -18,6 +18,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, get_type_hints
 
+from autodep_celery import task_types
+
 log = logging.getLogger(__name__)
 
 CONFIG_ENV = "AUTODEP_CONFIG"
@@ -30,7 +32,8 @@ DEFAULT_BROKER_URL = "redis://127.0.0.1:6379/0"
 """Used by `autodep web|worker` and `celery -A autodep_celery` when no broker is configured."""
 
 WORKER_CLASSES = ("gevent", "gthread")
-TASKS = ("ImageClassification", "ImageToImage", "TextToText", "Tensor")
+TASKS = task_types.NAMES
+"""What ``models.task`` may name: every registered task type, served or not yet (Tensor)."""
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 _MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -45,16 +48,16 @@ class WebSettings:
     host: str = "127.0.0.1"
     port: int = 8000
     processes: int = 2
-    """gunicorn worker processes; batches only form inside one process (DESIGN §2.1)."""
+    """gunicorn worker processes; batches only form inside one process (architecture §2.1)."""
     worker_class: str = "gevent"
-    """gunicorn worker: "gevent" (default; a greenlet per connection, ~30% more requests per
-    CPU second than threads, measured by hand) or "gthread" (OS threads, without gevent)."""
+    """gunicorn worker: "gevent" (default; a greenlet per connection, cheaper per request than
+    threads: docs/architecture.md §2.1) or "gthread" (OS threads, without gevent)."""
     connections: int = 1000
     """Open connections one web process holds (gunicorn worker_connections)."""
     threads: int = 64
     """gthread only: threads per process, the most requests one process serves at once."""
     request_timeout_s: float = 30.0
-    """Deadline of a request, queue time included (DESIGN §2.6)."""
+    """Deadline of a request, queue time included (docs/architecture.md §2.6)."""
     max_body_bytes: int = 32 * 1024 * 1024
     max_image_pixels: int = 40_000_000
     """Decoded images larger than this are refused with 413 (decompression bombs)."""

@@ -15,6 +15,8 @@ An item is one request::
      "deadline": 1763771234.5, "request_id": "<X-Request-ID>"}
     {"kind": "text", "task": "TextToText", "text": "hello", "deadline": ..., "request_id": ...}
 
+``kind`` is the task type's input kind and names the field that holds the input; further
+fields are the type's options (``top_n``). Both come from :mod:`autodep_celery.task_types`.
 ``request_id`` (optional) is the HTTP request's id; the worker logs it with the batch.
 
 The reply (the task's return value, also pushed to ``reply_to`` when set)::
@@ -35,13 +37,18 @@ from __future__ import annotations
 
 import os
 import socket
-from typing import Any, Literal, TypedDict
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Any, TypedDict, cast
+
+from autodep_celery import task_types
 
 WIRE_VERSION = 1
 INFER_TASK = "autodep.infer"
 """Explicit task name: the web sends by name and never imports worker code."""
 
-INFERENCE_TYPES = ("ImageClassification", "ImageToImage", "TextToText")
+INFERENCE_TYPES = task_types.SERVED
+"""What an item's ``task`` may name (autodep_celery.task_types registers them)."""
 DEFAULT_TOP_N = 5
 
 KEY_PREFIX = "autodep:"
@@ -75,7 +82,8 @@ grown pool forks its children now instead of at the pool's next 5 s timer."""
 
 
 class Item(TypedDict, total=False):
-    kind: Literal["image", "text"]
+    kind: str
+    """An input kind of autodep_celery.task_types: "image" or "text"."""
     task: str
     top_n: int
     image: bytes
@@ -105,15 +113,29 @@ def process_id(hostname: str | None = None, pid: int | None = None) -> str:
     return f"{hostname or socket.gethostname()}/{pid if pid is not None else os.getpid()}"
 
 
+_NO_OPTIONS: Mapping[str, Any] = MappingProxyType({})
+
+
+def make_item(
+    task: task_types.TaskType, value: Any, deadline: float, options: Mapping[str, Any] = _NO_OPTIONS
+) -> Item:
+    """The item asking `task` to run on `value`; `options` are the type's own fields (top_n)."""
+    kind = task.input
+    if kind is None:
+        raise ValueError(f"task type {task.name} is not served yet")
+    item = {"kind": kind, "task": task.name, kind: value, "deadline": deadline, **options}
+    return cast(Item, item)  # the input's field is named by its kind: no literal key to check
+
+
 def image_item(task: str, image: bytes, deadline: float, top_n: int | None = None) -> Item:
-    item: Item = {"kind": "image", "task": task, "image": image, "deadline": deadline}
-    if top_n is not None:
-        item["top_n"] = top_n
-    return item
+    """An item of an image task type (make_item's shorthand for tests and tools)."""
+    options = _NO_OPTIONS if top_n is None else {"top_n": top_n}
+    return make_item(task_types.REGISTRY[task], image, deadline, options)
 
 
-def text_item(text: str, deadline: float) -> Item:
-    return {"kind": "text", "task": "TextToText", "text": text, "deadline": deadline}
+def text_item(text: str, deadline: float, task: str = "TextToText") -> Item:
+    """An item of a text task type (make_item's shorthand for tests and tools)."""
+    return make_item(task_types.REGISTRY[task], text, deadline)
 
 
 def batch_label(model: str, items: int) -> str:

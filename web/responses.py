@@ -4,13 +4,13 @@ Autodep-shaped inference answer. Called by routes and error handlers; must not i
 
 from __future__ import annotations
 
-import base64
 from typing import Any
 
 import orjson
 from flask import Response
 
 from autodep_celery import errors
+from autodep_celery.web.task_types import WebTask
 
 JSON = "application/json"
 
@@ -25,17 +25,16 @@ def error_response(
     return json_response({"error": {"code": code, "message": message}}, status, headers)
 
 
-def inference_body(result: dict[str, Any]) -> list[Any]:
-    """``[inference, {"secs": S, "nanos": N}]`` from one per-item result of the worker."""
+def inference_body(result: dict[str, Any], task: WebTask) -> list[Any]:
+    """``[inference, {"secs": S, "nanos": N}]`` from one per-item result of the worker; `task`
+    (the request's task type) encodes the output."""
     if not result.get("ok"):
         error = result.get("error")
         raise errors.from_dict(error if isinstance(error, dict) else {})
     output = result.get("output")
     if not isinstance(output, dict):
         raise errors.AutodepError("the worker returned a result without output")
-    image = output.get("B64Image")
-    if isinstance(image, dict) and isinstance(image.get("image"), bytes | bytearray):
-        output = {"B64Image": {**image, "image": base64.b64encode(image["image"]).decode("ascii")}}
+    output = task.encode(output)
     compute_ns = int(result.get("compute_ns") or 0)
     secs, nanos = divmod(max(0, compute_ns), 1_000_000_000)
     return [output, {"secs": secs, "nanos": nanos}]

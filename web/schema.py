@@ -1,10 +1,15 @@
-"""The HTTP API's bodies, declared once (DESIGN §5): requests that :mod:`web.validation` and
+"""The HTTP API's bodies, declared once (README, HTTP API): requests that :mod:`web.validation` and
 :mod:`web.images` check field by field from these declarations, and responses that the routes
 build. :mod:`web.openapi` renders both into GET /openapi.json. Must not import torch or Flask.
+
+The task-type parts of /inference (the inference_type names and options, the data forms, the
+output tags) are composed from the registry in :mod:`web.task_types`, so the document lists
+exactly the registered types.
 """
 
 from __future__ import annotations
 
+from autodep_celery.web import task_types
 from autodep_celery.web.spec import (
     AnyValue,
     ArrayOf,
@@ -19,47 +24,22 @@ from autodep_celery.web.spec import (
     Tagged,
 )
 
-from autodep_celery import contract
-
 # ---- POST /inference request ----------------------------------------------------------------
-TOP_N = Integer(
-    minimum=1,
-    default=contract.DEFAULT_TOP_N,
-    description="How many classes to return, most probable first.",
-)
-CLASSIFICATION_OPTIONS = Object(
-    {"top_n": TOP_N}, nullable=True, description="null or {} means the default top_n."
+_PLAIN = tuple(name for name, t in task_types.TASKS.items() if t.options is None)
+_DEFAULTS = "".join(
+    f'; "{name}" alone uses the default {", ".join(t.defaults)}'
+    for name, t in task_types.WITH_OPTIONS.items()
 )
 NAMED_TYPES = String(
-    enum=("ImageToImage", "TextToText", "ImageClassification"),
-    description='A task name; "ImageClassification" alone uses the default top_n.',
+    enum=_PLAIN + tuple(task_types.WITH_OPTIONS),  # plain names first, as messages list them
+    description=f"A task name{_DEFAULTS}.",
 )
-TAGGED_TYPES = Tagged({"ImageClassification": CLASSIFICATION_OPTIONS})
+TAGGED_TYPES = Tagged({name: t.options for name, t in task_types.WITH_OPTIONS.items() if t.options})
 INFERENCE_TYPE = OneOf(
     (NAMED_TYPES, TAGGED_TYPES),
     description="Chooses the pre- and post-processing (Autodep's InferenceType).",
 )
-IMAGE_TASKS = ("ImageClassification", "ImageToImage")
-"""Inference types that take B64Image data; TextToText takes Text."""
-
-IMAGE_SIDE = Integer(minimum=1, nullable=True, description="Checked against the image if given.")
-B64_IMAGE = Object(
-    {
-        "image": String(
-            format="byte",
-            description="Base64 of a PNG, JPEG, ... file; a data: URL prefix and line breaks "
-            "are accepted.",
-        ),
-        "height": IMAGE_SIDE,
-        "width": IMAGE_SIDE,
-    },
-    required=("image",),
-)
-TEXT = String(description="The input text.")
-TEXT_TAGS = ("Text", "text")
-"""Autodep sends "Text"; "text" is accepted too."""
-IMAGE_TAG = "B64Image"
-DATA = Tagged({IMAGE_TAG: B64_IMAGE, **{tag: TEXT for tag in TEXT_TAGS}})
+DATA = Tagged({tag: data.spec for tag, data in task_types.DATA_TAGS.items()})
 MODEL = String(description="A served model's name; may be left out when one model is served.")
 INFERENCE_REQUEST = Object(
     {"data": DATA, "inference_type": INFERENCE_TYPE, "model": MODEL},
@@ -84,22 +64,9 @@ ERROR = Object(
     },
     required=("error",),
 )
-CLASSIFICATION = ArrayOf(
-    Object(
-        {"probability": Number(minimum=0, maximum=1), "label": String()},
-        required=("probability", "label"),
-    ),
-    description="top_n classes, most probable first.",
-)
-OUTPUT_IMAGE = Object(
-    {
-        "image": String(format="byte", description="Base64 PNG."),
-        "height": Integer(minimum=1),
-        "width": Integer(minimum=1),
-    },
-    required=("image", "height", "width"),
-)
-INFERENCE = Tagged({"Classification": CLASSIFICATION, "B64Image": OUTPUT_IMAGE, "Text": TEXT})
+INFERENCE = Tagged({tag: spec for t in task_types.TASKS.values() for tag, spec in t.output.items()})
+INFERENCE_DESCRIPTION = "; ".join(t.description for t in task_types.TASKS.values()) + "."
+"""What each type computes, for the /inference operation."""
 COMPUTE_TIME = Object(
     {"secs": Integer(minimum=0), "nanos": Integer(minimum=0)},
     required=("secs", "nanos"),

@@ -2,7 +2,7 @@
 
 Called by worker.batch (and the registry's warm-up). No Redis, no Celery, no model loading:
 functions of tensors and bytes only, so they are tested without a worker. Imports torch and PIL.
-Output shapes follow DESIGN §5 and autodep_celery.contract (images as raw PNG bytes).
+Output shapes follow README, HTTP API and autodep_celery.contract (images as raw PNG bytes).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from importlib import resources
 from typing import Any
 
 import torch
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from autodep_celery import errors
 
@@ -33,7 +33,7 @@ def decode_image(data: bytes, max_pixels: int, resize: Sequence[int] | None = No
         with warnings.catch_warnings():
             # We enforce our own, lower pixel limit below; PIL's warning would only be noise.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(data))
+            img: Image.Image = Image.open(io.BytesIO(data))
         width, height = img.size
         if width * height > max_pixels:
             raise errors.ImageTooLarge(
@@ -50,7 +50,7 @@ def decode_image(data: bytes, max_pixels: int, resize: Sequence[int] | None = No
         raise
     except Image.DecompressionBombError as exc:
         raise errors.ImageTooLarge(f"image is too large to decode: {exc}") from None
-    except (OSError, SyntaxError, ValueError, EOFError, Image.UnidentifiedImageError) as exc:
+    except (OSError, SyntaxError, ValueError, EOFError, UnidentifiedImageError) as exc:
         raise errors.InvalidImage(
             f"the image bytes could not be decoded ({_first_line(exc)}); send PNG or JPEG"
         ) from None

@@ -1,8 +1,8 @@
 """Loaded TorchScript models of one worker process: load, warm up, keep a small LRU.
 
 Created by worker.runtime in each pool child after fork (never in the prefork parent: a forward
-pass there hangs multi-threaded children, DESIGN §2.3), and used by worker.batch to find a
-model by name. Imports torch; knows nothing of Celery or Redis.
+pass there hangs multi-threaded children, docs/architecture.md §2.3), and used by worker.batch to
+find a model by name. Imports torch; knows nothing of Celery or Redis.
 """
 
 from __future__ import annotations
@@ -15,18 +15,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from autodep_celery.worker import processing
 
 from autodep_celery import errors
 from autodep_celery.config import ModelSettings, Settings
+from autodep_celery.worker import processing, task_types
 
 log = logging.getLogger(__name__)
-
-WARMUP_SIZE = (224, 224)
-"""Height and width of the warm-up image for models without a `resize`."""
-
-TEXT_LIST = "list"
-TEXT_STR = "str"
 
 
 @dataclass
@@ -36,7 +30,8 @@ class LoadedModel:
     """The torch.jit.ScriptModule, in eval mode, on `device`."""
     device: torch.device
     text_kind: str | None = None
-    """"list" when forward takes List[str] (one call per batch), "str" for one call per item."""
+    """task_types.TEXT_LIST when forward takes List[str] (one call per batch), TEXT_STR for one
+    call per item, None when its first argument is not text."""
     labels: list[str] | None = None
     """The configured labels file's lines, or None to use the defaults."""
     num_classes: int | None = None
@@ -61,22 +56,6 @@ class ModelLoadError(errors.ModelError):
     code = "model_load_failed"
 
 
-def text_kind_of(module: Any) -> str | None:
-    """ "list" / "str" when forward's first argument is List[str] / str, else None."""
-    try:
-        arguments = module.forward.schema.arguments
-    except (AttributeError, RuntimeError):
-        return None
-    if len(arguments) < 2:
-        return None
-    kind = str(arguments[1].type)
-    if kind == "List[str]":
-        return TEXT_LIST
-    if kind == "str":
-        return TEXT_STR
-    return None
-
-
 def device_of(model: ModelSettings, settings: Settings) -> torch.device:
     return torch.device(model.device or settings.worker.device)
 
@@ -86,7 +65,9 @@ def load_model(model: ModelSettings, settings: Settings) -> LoadedModel:
     device = device_of(model, settings)
     started = time.perf_counter()
     try:
-        module = torch.jit.load(model.path, map_location=device)
+        module = torch.jit.load(  # type: ignore[no-untyped-call]  # untyped in torch
+            model.path, map_location=device
+        )
     except Exception as exc:  # torch raises RuntimeError, ValueError, OSError...
         raise ModelLoadError(
             f"model {model.name}: cannot load {model.path} as TorchScript "
@@ -96,7 +77,7 @@ def load_model(model: ModelSettings, settings: Settings) -> LoadedModel:
     loaded = LoadedModel(settings=model, module=module, device=device)
     if loaded.half:
         module.half()
-    loaded.text_kind = text_kind_of(module)
+    loaded.text_kind = task_types.text_kind_of(module)
     if model.labels:
         try:
             loaded.labels = processing.read_labels(model.labels)
@@ -117,20 +98,14 @@ def load_model(model: ModelSettings, settings: Settings) -> LoadedModel:
 
 
 def warm_up(loaded: LoadedModel) -> None:
-    """Run one dummy batch so the first request does not pay for lazy initialisation."""
-    task = loaded.settings.task
+    """Run one dummy batch so the first request does not pay for lazy initialisation (the
+    task type's warm-up hook; none for a type without a worker half)."""
+    handler = task_types.warm_up_handler(loaded)
     started = time.perf_counter()
     try:
-        with torch.inference_mode():
-            if task == "TextToText" or (task is None and loaded.text_kind is not None):
-                sample = "warm up"
-                loaded.module([sample] if loaded.text_kind == TEXT_LIST else sample)
-            elif task in (None, "ImageClassification", "ImageToImage"):
-                height, width = loaded.settings.resize or WARMUP_SIZE
-                batch = torch.rand(1, 3, height, width, device=loaded.device, dtype=loaded.dtype)
-                output = processing.main_output(loaded.module(batch))
-                if isinstance(output, torch.Tensor) and output.dim() == 2:
-                    loaded.num_classes = int(output.shape[1])
+        if handler is not None:
+            with torch.inference_mode():
+                handler.warm_up(loaded)
     except Exception as exc:  # a model with an unusual signature still serves what it can
         log.warning("model %s: warm-up failed (%s)", loaded.name, processing.torch_error_line(exc))
     loaded.warmup_s = time.perf_counter() - started

@@ -8,13 +8,13 @@ import time
 from concurrent.futures import TimeoutError as FutureTimeout
 
 import orjson
+from flask import Blueprint, Response, g, request
+
+from autodep_celery import errors
 from autodep_celery.web import observe, routes, schema
 from autodep_celery.web.openapi import operation
 from autodep_celery.web.responses import inference_body, json_response
 from autodep_celery.web.validation import parse_inference
-from flask import Blueprint, Response, g, request
-
-from autodep_celery import errors
 
 bp = Blueprint("inference", __name__)
 
@@ -26,9 +26,7 @@ JSON_TYPES = ("", "application/json", "text/plain")
     "Run a model on one input (Autodep's API)",
     {200: schema.INFERENCE_RESPONSE},
     request=schema.INFERENCE_REQUEST,
-    description="ImageClassification normalises with the model's mean/std and applies softmax; "
-    "ImageToImage scales to 0..1 and returns a 3-channel output as a PNG, a segmentation "
-    "output as a colour-coded map; TextToText returns the model's string.",
+    description=schema.INFERENCE_DESCRIPTION,
     tag="inference",
     errors=(400, 404, 413, 415, 422, 429, 503, 504),
 )
@@ -67,4 +65,4 @@ def inference() -> Response:
             "the workers are busy or slow: retry later, add workers or raise the timeout"
         ) from None
     routes.stats().result(name, result)
-    return json_response(inference_body(result))
+    return json_response(inference_body(result, parsed.task))
