@@ -7,9 +7,13 @@ forks. Must not import torch or ``worker``.
 
 from __future__ import annotations
 
+from flask import Flask
+
+from autodep_celery import config
+from autodep_celery.config import Settings
 from autodep_celery.web import errors, observe
+from autodep_celery.web.interfaces import DispatcherProtocol, StatusView
 from autodep_celery.web.metrics import Metrics
-from autodep_celery.web.protocol import DispatcherProtocol
 from autodep_celery.web.routes import (
     EXTENSION,
     autoscaler,
@@ -19,29 +23,32 @@ from autodep_celery.web.routes import (
     metrics,
     workers,
 )
-from flask import Flask
-
-from autodep_celery import config
-from autodep_celery.config import Settings
 
 
 def create_app(
-    settings: Settings | None = None, dispatcher: DispatcherProtocol | None = None
+    settings: Settings | None = None,
+    dispatcher: DispatcherProtocol | None = None,
+    status: StatusView | None = None,
 ) -> Flask:
+    """The app; with no `dispatcher`, the real one (web.wiring). A test double without a
+    `status` view lends its own (FakeDispatcher.status_view)."""
     settings = config.load() if settings is None else settings
     stats = Metrics(settings)
     if dispatcher is None:
-        from autodep_celery.web.transport import (
-            build_dispatcher,  # pulls in redis/msgpack only when needed
-        )
+        from autodep_celery.web import wiring  # pulls in redis/msgpack only when needed
 
-        real = build_dispatcher(settings)
-        real.on_batch = stats.batch_sent  # type: ignore[attr-defined]  # batch size, queue wait
-        dispatcher = real
+        dispatcher, status = wiring.build(settings, on_batch=stats.batch_sent)
+    if status is None:
+        status = getattr(dispatcher, "status_view")  # noqa: B009 - test doubles only
     app = Flask("autodep_web")
     app.config["MAX_CONTENT_LENGTH"] = settings.web.max_body_bytes
-    app.json.sort_keys = False  # type: ignore[attr-defined]
-    app.extensions[EXTENSION] = {"settings": settings, "dispatcher": dispatcher, "metrics": stats}
+    app.json.sort_keys = False  # type: ignore[attr-defined]  # DefaultJSONProvider has it
+    app.extensions[EXTENSION] = {
+        "settings": settings,
+        "dispatcher": dispatcher,
+        "status": status,
+        "metrics": stats,
+    }
     errors.register(app)
     observe.register(app, stats)
     for module in (inference, workers, health, autoscaler, metrics, docs):

@@ -1,14 +1,15 @@
 """Per-process batching: request threads hand items to one dispatcher thread that forms batches
 per model and sends them as Celery tasks; one collector thread resolves futures from the replies.
 
-Called by the /inference route through :class:`web.protocol.DispatcherProtocol`. Batching rules
-(DESIGN §2.1, adaptive): a model's batch is sent at once when nothing of that model is in flight
-from this process (so concurrency 1 pays no delay); otherwise when it holds ``max_batch_size``
-items or its first item has waited ``max_batch_delay_ms``. At most N batches per model are in
-flight, N = live ready worker processes of that model (at least 1); at the limit, items gather.
-Results come back through a per-process Redis list (``reply_to``), not Celery's result backend,
-so no thread ever shares a result-backend connection (DESIGN §2.2). Threads and connections start
-lazily in the process that uses them (after gunicorn forks). Must not import torch or Flask.
+Called by the /inference route through :class:`web.interfaces.DispatcherProtocol`. Batching rules
+(docs/architecture.md §2.1, adaptive): a model's batch is sent at once when nothing of that model
+is in flight from this process (so concurrency 1 pays no delay); otherwise when it holds
+``max_batch_size`` items or its first item has waited ``max_batch_delay_ms``. At most N batches per
+model are in flight, N = live ready worker processes of that model (at least 1); at the limit,
+items gather. Results come back through a per-process Redis list (``reply_to``), not Celery's
+result backend, so no thread ever shares a result-backend connection (docs/architecture.md §2.2).
+Threads and connections start lazily in the process that uses them (after gunicorn forks). Must not
+import torch or Flask.
 """
 
 from __future__ import annotations
@@ -25,12 +26,11 @@ from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass, field
 from typing import Any
 
-from autodep_celery.web.protocol import Readiness, ReplySource, Sender, WorkerView
-
-from autodep_celery import contract, errors
+from autodep_celery import contract, errors, forksafe
 from autodep_celery.config import ModelSettings, Settings
 from autodep_celery.contract import Item
-from autodep_celery.status import ProcStatus, models_with_workers
+from autodep_celery.status import models_with_workers
+from autodep_celery.web.interfaces import Readiness, ReplySource, Sender, StatusView
 
 log = logging.getLogger(__name__)
 
@@ -75,9 +75,8 @@ class _ModelState:
 
     def batch_cap(self) -> int:
         """max_batch_size, lowered for slow models so one batch computes in about
-        BATCH_TARGET_S: big batches pay for fast models (Celery's ~2 ms per batch is the cost
-        there) but make slow ones slower per item (ResNet-18, 2 processes x 1 thread, in
-        process: 69.5 img/s at batch 4, 69.0 at 8, 63.9 at 12, 57.0 at 16)."""
+        BATCH_TARGET_S: big batches pay for fast models (a Celery round trip per batch is the
+        cost there) but make slow ones slower per item (docs/architecture.md §2.1)."""
         cap = self.settings.max_batch_size
         if self.item_s > 0:
             cap = min(cap, max(1, int(BATCH_TARGET_S / self.item_s)))
@@ -94,13 +93,16 @@ class Dispatcher:
         settings: Settings,
         sender: Sender,
         replies: ReplySource,
-        view: WorkerView,
+        view: StatusView,
         *,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
         on_start: Callable[[Dispatcher], None] | None = None,
+        threads: bool = True,
     ) -> None:
         self.settings = settings
+        self._threaded = threads
+        """False: no dispatcher or collector thread; the caller drives it with step() (tests)."""
         self._sender = sender
         self._replies = replies
         self._view = view
@@ -108,7 +110,8 @@ class Dispatcher:
         self._wall = wall
         self._models = {m.name: m for m in settings.models}
         self._recheck_s = max(0.05, settings.web.worker_check_interval_s)
-        self._pid: int | None = None
+        self._started = False
+        """True once this process runs the threads; a forked child starts again (forksafe)."""
         self._start_lock = threading.Lock()
         self._no_worker_checked: dict[str, float] = {}
         self._on_start = on_start
@@ -116,14 +119,20 @@ class Dispatcher:
         self.on_batch: Callable[[str, int, list[float]], None] | None = None
         """Called on the dispatcher thread after each batch is sent: (model, items, each item's
         wait in this process, s); web.metrics records batch size and queue wait."""
+        forksafe.register(self, Dispatcher._after_fork)
+
+    def _after_fork(self) -> None:
+        # threads, queues and locks stayed in the parent: start afresh on the first submit
+        self._started = False
+        self._start_lock = threading.Lock()
 
     # ---- lifecycle ---------------------------------------------------------------------------
     def _ensure_started(self) -> None:
-        # Threads do not survive fork: (re)build everything in the process that submits.
-        if self._pid == os.getpid():
+        # Started lazily in the process that submits: gunicorn forks after building the app.
+        if self._started:
             return
         with self._start_lock:
-            if self._pid == os.getpid():
+            if self._started:
                 return
             self._lock = threading.Lock()
             self._inbox: queue.Queue[Any] = queue.Queue()
@@ -132,25 +141,31 @@ class Dispatcher:
             self._outstanding: dict[str, int] = {}
             self._states = {name: _ModelState(m) for name, m in self._models.items()}
             self.reply_to = contract.reply_key(uuid.uuid4().hex)
-            self._threads = [
-                threading.Thread(target=self._dispatch_loop, name="autodep-dispatch", daemon=True),
-                threading.Thread(target=self._collect_loop, name="autodep-collect", daemon=True),
-            ]
+            self._threads: list[threading.Thread] = []
+            if self._threaded:
+                self._threads = [
+                    threading.Thread(
+                        target=self._dispatch_loop, name="autodep-dispatch", daemon=True
+                    ),
+                    threading.Thread(
+                        target=self._collect_loop, name="autodep-collect", daemon=True
+                    ),
+                ]
             for t in self._threads:
                 t.start()
-            self._pid = os.getpid()
+            self._started = True
             if self._on_start is not None:
                 self._on_start(self)
-            log.debug("dispatcher started in pid %s, replies on %s", self._pid, self.reply_to)
+            log.debug("dispatcher started in pid %s, replies on %s", os.getpid(), self.reply_to)
 
     def close(self, timeout_s: float = 2.0) -> None:
-        if self._pid != os.getpid():
+        if not self._started:
             return
         self._stop.set()
         self._inbox.put(_STOP)
         for t in self._threads:
             t.join(timeout_s)
-        self._pid = None
+        self._started = False
 
     # ---- request threads ---------------------------------------------------------------------
     def submit(self, model: str, item: Item) -> Future[dict[str, Any]]:
@@ -177,7 +192,7 @@ class Dispatcher:
             self._outstanding[model] = self._outstanding.get(model, 1) - 1
 
     def outstanding(self, model: str) -> int:
-        if self._pid != os.getpid():
+        if not self._started:
             return 0  # nothing submitted in this process yet
         with self._lock:
             return self._outstanding.get(model, 0)
@@ -194,13 +209,6 @@ class Dispatcher:
         fresh = self._view.procs(fresh=True)  # re-reads the autoscaler's state too
         return model in models_with_workers(fresh) or model in self._view.startable()
 
-    def procs(self, fresh: bool = False) -> list[ProcStatus]:
-        return self._view.procs(fresh)
-
-    @property
-    def status_view(self) -> WorkerView:
-        return self._view
-
     def ready(self) -> Readiness:
         try:
             self._view.ping()
@@ -216,7 +224,7 @@ class Dispatcher:
         """Per model: items waiting here, items (and batches) sent and not answered, and the
         oldest waiting item's age. Read by the load reporter thread for the autoscaler;
         approximate by design (no lock on the dispatcher thread's queues)."""
-        if self._pid != os.getpid():
+        if not self._started:
             return {}
         now = self._clock()
         with self._lock:
@@ -236,6 +244,16 @@ class Dispatcher:
             }
         return out
 
+    def step(self) -> None:
+        """For a dispatcher built with ``threads=False``: apply the replies already waiting,
+        then run one dispatcher turn without blocking. Tests drive batching this way, with a
+        fake clock, instead of sleeping; the reply source must not block on a 0 s timeout (a
+        Redis BLPOP would wait forever)."""
+        self._ensure_started()
+        while (reply := self._replies.pop(self.reply_to, 0.0)) is not None:
+            self._resolve(reply)
+        self._dispatch_once(block=False)
+
     # ---- dispatcher thread -------------------------------------------------------------------
     def _dispatch_loop(self) -> None:
         while True:
@@ -246,10 +264,11 @@ class Dispatcher:
                 log.exception("dispatcher loop failed; continuing")
                 time.sleep(0.01)
 
-    def _dispatch_once(self) -> bool:
-        """One turn: take what arrived, expire, send what is due. True when told to stop."""
+    def _dispatch_once(self, block: bool = True) -> bool:
+        """One turn: take what arrived (waiting until something is due, if `block`), expire,
+        send what is due. True when told to stop."""
         try:
-            msg = self._inbox.get(timeout=self._wait_s())
+            msg = self._inbox.get(timeout=self._wait_s() if block else 0.0)
         except queue.Empty:
             msg = None
         handled = 0

@@ -1,6 +1,7 @@
 """The three error handlers of the Flask app: AutodepError, werkzeug HTTPException, and anything
 else (logged with its traceback, answered with a fixed 500 message). Every error body is
-``{"error": {"code": ..., "message": ...}}`` (DESIGN §5). Called by :func:`web.app.create_app`.
+``{"error": {"code": ..., "message": ...}}`` (README, HTTP API). Called by
+:func:`web.app.create_app`.
 """
 
 from __future__ import annotations
@@ -8,11 +9,11 @@ from __future__ import annotations
 import logging
 import re
 
-from autodep_celery.web.responses import error_response
-from flask import Flask, request
+from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException
 
 from autodep_celery.errors import AutodepError
+from autodep_celery.web.responses import error_response
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +34,7 @@ def register(app: Flask) -> None:
     app.register_error_handler(Exception, _unexpected)
 
 
-def _autodep_error(exc: AutodepError):  # type: ignore[no-untyped-def]
+def _autodep_error(exc: AutodepError) -> Response:
     headers = {}
     retry_after = getattr(exc, "retry_after_s", None)
     if retry_after is not None:
@@ -57,7 +58,7 @@ def _autodep_error(exc: AutodepError):  # type: ignore[no-untyped-def]
     return error_response(exc.code, exc.message, exc.http_status, headers)
 
 
-def _http_error(exc: HTTPException):  # type: ignore[no-untyped-def]
+def _http_error(exc: HTTPException) -> Response:
     status = exc.code or 500
     code = _CODES.get(status) or re.sub(r"[^a-z0-9]+", "_", (exc.name or "error").lower()).strip(
         "_"
@@ -75,7 +76,7 @@ def _http_error(exc: HTTPException):  # type: ignore[no-untyped-def]
     return error_response(code, message, status, headers)
 
 
-def _unexpected(exc: Exception):  # type: ignore[no-untyped-def]
+def _unexpected(exc: Exception) -> Response:
     log.error("unhandled error on %s %s", request.method, request.path, exc_info=exc)
     return error_response(
         "internal_error", "internal server error; the web server log has the details", 500

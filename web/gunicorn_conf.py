@@ -2,12 +2,10 @@
 python:autodep_celery.web.gunicorn_conf autodep_celery.web.wsgi:app``.
 
 Few processes, many concurrent requests each, because batches form only among the requests of one
-process (DESIGN §2.1). gevent by default: a greenlet per connection costs less than gthread's
-hand-offs between its poller and pool threads, which were ~half of the web tier's CPU per request
-(tiny model at c=64: 2.4-2.8k req/s with gevent against 1.9-2.1k with gthread, alternating
-runs by hand on one machine). gevent's worker monkey-patches the process before the app is
-imported, so the dispatcher's threads, locks and Redis sockets become cooperative. The app is
-not preloaded, so each worker builds its Redis clients after fork.
+process. gevent by default: a greenlet per connection costs less than gthread's hand-offs
+between its poller and pool threads (docs/architecture.md §2.1). gevent's worker monkey-patches the
+process before the app is imported, so the dispatcher's threads, locks and Redis sockets become
+cooperative. The app is not preloaded, so each worker builds its Redis clients after fork.
 
 Metrics: prometheus_client runs in multiprocess mode, which needs PROMETHEUS_MULTIPROC_DIR set
 before any worker imports it, and emptied at each server start (stale files of an earlier run
@@ -51,7 +49,7 @@ accesslog = None  # the app logs one line per request itself (autodep.access), w
 loglevel = _settings.log.level.lower()
 
 
-class _Logger(_GunicornLogger):
+class _Logger(_GunicornLogger):  # type: ignore[misc]  # gunicorn is untyped
     """gunicorn's own messages through the app's one-line format ([log]). Not logconfig_dict:
     that would switch on gunicorn's access log, which formats a line per request for nothing."""
 
@@ -86,7 +84,7 @@ def on_starting(server: _Any) -> None:
 def child_exit(server: _Any, worker: _Any) -> None:
     from prometheus_client import multiprocess  # in the master, only once a worker died
 
-    multiprocess.mark_process_dead(worker.pid)
+    multiprocess.mark_process_dead(worker.pid)  # type: ignore[no-untyped-call]  # untyped API
 
 
 def on_exit(server: _Any) -> None:

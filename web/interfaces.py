@@ -1,8 +1,9 @@
-"""The seams of the web tier: what a route needs from a dispatcher, and what a dispatcher needs
-from the outside world (a batch sender, a reply source, a view of the worker processes).
+"""The interfaces of the web tier (typing Protocols; the wire format is autodep_celery.contract):
+what a route needs from a dispatcher and from a status view, and what a dispatcher needs from
+the outside world (a batch sender, a reply source, the status view).
 
-Routes talk only to :class:`DispatcherProtocol`; the real :class:`web.dispatcher.Dispatcher` and
-the in-memory :class:`web.testing.FakeDispatcher` both implement it. Imports nothing heavy.
+The real implementations are web.dispatcher, web.publisher, web.replies and web.status_view;
+the in-memory doubles are in web.testing. Imports nothing heavy.
 """
 
 from __future__ import annotations
@@ -50,16 +51,7 @@ class DispatcherProtocol(Protocol):
         status cannot be read."""
         ...
 
-    def procs(self, fresh: bool = False) -> list[ProcStatus]:
-        """Live worker processes; `fresh` bypasses the cache. Raises BrokerUnavailable."""
-        ...
-
     def ready(self) -> Readiness: ...
-
-    @property
-    def status_view(self) -> WorkerView:
-        """Where worker and autoscaler status is read (GET /workers*, /autoscaler)."""
-        ...
 
 
 class Sender(Protocol):
@@ -79,7 +71,7 @@ class ReplySource(Protocol):
         ...
 
 
-class WorkerView(Protocol):
+class StatusView(Protocol):
     def procs(self, fresh: bool = False) -> list[ProcStatus]:
         """Live worker processes, refreshed at most every worker_check_interval_s unless `fresh`.
         Raises BrokerUnavailable when the status cannot be read."""

@@ -28,7 +28,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
-from autodep_celery import status
+from autodep_celery import forksafe, status
 from autodep_celery.autoscaler import backlog as backlog_mod
 from autodep_celery.autoscaler import state as autoscaler_state
 from autodep_celery.config import Settings
@@ -90,7 +90,7 @@ class Metrics:
         )
         if own is None:
             self.registry = CollectorRegistry()
-            MultiProcessCollector(self.registry)
+            MultiProcessCollector(self.registry)  # type: ignore[no-untyped-call]  # untyped API
         else:
             self.registry = own
         self.registry.register(RedisCollector(settings, redis_url or settings.result_url))
@@ -125,12 +125,15 @@ class RedisCollector(Collector):
         self._url = url
         self._make_client = client
         self._client: redis.Redis | None = None
-        self._pid = 0
         self._lock = threading.Lock()
+        forksafe.register(self, RedisCollector._after_fork)
+
+    def _after_fork(self) -> None:
+        self._client, self._lock = None, threading.Lock()
 
     def _conn(self) -> redis.Redis:
         with self._lock:
-            if self._client is None or self._pid != os.getpid():
+            if self._client is None:
                 self._client = (
                     self._make_client()
                     if self._make_client
@@ -140,7 +143,6 @@ class RedisCollector(Collector):
                         socket_connect_timeout=SCRAPE_TIMEOUT_S,
                     )
                 )
-                self._pid = os.getpid()
             return self._client
 
     def describe(self) -> list[Metric]:
@@ -278,7 +280,8 @@ def autoscaler_metrics(state: dict[str, Any]) -> Iterator[Metric]:
             backlog.append(([name], value))
         if (value := _number(m.get("queue_wait_s"))) is not None:
             wait.append(([name], value))
-        counts = m.get("decisions") if isinstance(m.get("decisions"), dict) else {}
+        raw = m.get("decisions")
+        counts: dict[str, Any] = raw if isinstance(raw, dict) else {}
         for decision in DECISIONS:
             decisions.add_metric([name, decision], _number(counts.get(decision)) or 0.0)
         last = m.get("last_decision")

@@ -14,11 +14,11 @@ import re
 import time
 import uuid
 
-from autodep_celery.web.metrics import Metrics
-from autodep_celery.web.openapi import REQUEST_ID_HEADER
 from flask import Flask, Response, g, request
 
 from autodep_celery import logs
+from autodep_celery.web.metrics import Metrics
+from autodep_celery.web.openapi import REQUEST_ID_HEADER
 
 access_log = logging.getLogger(logs.ACCESS_LOGGER)
 

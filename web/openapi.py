@@ -14,12 +14,12 @@ import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from autodep_celery.web import schema
-from autodep_celery.web.spec import Spec
 from flask import Flask
 
 import autodep_celery
 from autodep_celery.config import Settings
+from autodep_celery.web import schema
+from autodep_celery.web.spec import Spec
 
 OPENAPI_VERSION = "3.0.3"
 """3.0, not 3.1: the Swagger UI that swagger-ui-bundle ships (4.x) renders 3.0."""
@@ -54,7 +54,7 @@ def operation(
     """Describe a view for the OpenAPI document; `errors` adds error-envelope responses."""
 
     def wrap(view: F) -> F:
-        view.openapi = {  # type: ignore[attr-defined]
+        view.openapi = {  # type: ignore[attr-defined]  # an attribute on the view function
             "summary": summary,
             "description": description,
             "request": request,

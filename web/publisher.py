@@ -1,12 +1,10 @@
-"""Publish ``autodep.infer`` batches to a Redis broker with one LPUSH, in Celery's own format.
+"""How batches leave a web process: the two Senders of the dispatcher.
 
-``app.send_task`` costs ~0.6 ms of web CPU per batch (routing, protocol building, kombu's
-publish wrappers), which py-spy put at ~19% of a web process under load. On a Redis broker the
-message Celery would write is fixed: a JSON envelope holding Celery's task protocol 2 headers and
-the msgpack body, LPUSHed to the queue's list (kombu's Redis transport, default exchange). This
-module writes exactly that message, so workers, Flower and ``celery inspect`` see an ordinary
-task; an integration test compares it with what ``send_task`` writes. Other brokers keep
-:class:`web.transport.CelerySender`. Must not import torch or Flask.
+On redis:// brokers, :class:`RedisPublisher` LPUSHes the exact message Celery's ``send_task``
+would write, in one round trip (docs/architecture.md §2.2); on any other broker (RabbitMQ),
+:class:`CelerySender` calls ``send_task`` by name. :func:`sender_for` picks one. Connections
+open lazily in the process that sends, never in the gunicorn master. Must not import torch or
+Flask.
 """
 
 from __future__ import annotations
@@ -23,9 +21,19 @@ import msgpack
 import orjson
 import redis
 
-from autodep_celery import contract
-from autodep_celery.config import ModelSettings
+from autodep_celery import contract, forksafe
+from autodep_celery.config import ModelSettings, Settings
 from autodep_celery.contract import Batch
+from autodep_celery.web.interfaces import Sender
+from autodep_celery.web.redis_client import CONNECT_TIMEOUT_S
+
+SEND_RETRY_POLICY = {
+    "max_retries": 2,
+    "interval_start": 0,
+    "interval_step": 0.2,
+    "interval_max": 0.5,
+}
+"""A broker blip is retried briefly; a dead broker fails the batch within about a second."""
 
 _EMBED = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
 
@@ -86,13 +94,16 @@ class RedisPublisher:
         self._url = broker_url
         self._timeout_s = connect_timeout_s
         self._client: redis.Redis | None = None
-        self._pid = 0
         self._lock = threading.Lock()
-        self._origin = f"gen{os.getpid()}@{socket.gethostname()}"
+        self._origin = ""
+        forksafe.register(self, RedisPublisher._after_fork)
+
+    def _after_fork(self) -> None:
+        self._client, self._lock = None, threading.Lock()  # the parent's sockets stay there
 
     def _conn(self) -> redis.Redis:
         with self._lock:
-            if self._client is None or self._pid != os.getpid():
+            if self._client is None:
                 self._client = redis.Redis.from_url(
                     self._url,
                     socket_connect_timeout=self._timeout_s,
@@ -100,8 +111,7 @@ class RedisPublisher:
                     # an LPUSH that timed out may have landed: never send a batch twice
                     retry_on_timeout=False,
                 )
-                self._pid = os.getpid()
-                self._origin = f"gen{self._pid}@{socket.gethostname()}"
+                self._origin = f"gen{os.getpid()}@{socket.gethostname()}"
             return self._client
 
     def send(self, model: ModelSettings, batch: Batch, expires_s: float) -> None:
@@ -110,3 +120,50 @@ class RedisPublisher:
 
     def ping(self) -> None:
         self._conn().ping()
+
+
+class CelerySender:
+    """Publishes batches with ``send_task`` by name; the web never imports worker code."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._app: Any = None
+        self._lock = threading.Lock()
+        forksafe.register(self, CelerySender._after_fork)
+
+    def _after_fork(self) -> None:
+        self._app, self._lock = None, threading.Lock()  # its broker pool stayed in the parent
+
+    def app(self) -> Any:
+        with self._lock:
+            if self._app is None:
+                from autodep_celery.celery_app import make_celery
+
+                self._app = make_celery(self._settings)
+            return self._app
+
+    def send(self, model: ModelSettings, batch: Batch, expires_s: float) -> None:
+        self.app().send_task(
+            contract.INFER_TASK,
+            args=[batch],
+            queue=model.queue,
+            routing_key=model.queue,
+            ignore_result=True,
+            expires=expires_s,
+            # Celery would saferepr() the whole batch (image bytes included) for monitoring
+            argsrepr=contract.batch_label(model.name, len(batch["items"])),
+            kwargsrepr="{}",
+            retry=True,
+            retry_policy=SEND_RETRY_POLICY,
+        )
+
+    def ping(self) -> None:
+        with self.app().connection_for_write() as conn:
+            conn.ensure_connection(max_retries=1, timeout=CONNECT_TIMEOUT_S)
+
+
+def sender_for(settings: Settings) -> Sender:
+    broker = settings.broker_url
+    if broker.startswith(("redis://", "rediss://")):
+        return RedisPublisher(broker, CONNECT_TIMEOUT_S)
+    return CelerySender(settings)

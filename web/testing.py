@@ -12,13 +12,13 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
 
-from autodep_celery.web.protocol import Readiness
 from PIL import Image
 
 from autodep_celery import contract, errors
 from autodep_celery.config import ModelSettings
 from autodep_celery.contract import Batch, Item
 from autodep_celery.status import ProcStatus
+from autodep_celery.web.interfaces import Readiness
 
 Handler = Callable[[str, Item], "dict[str, Any] | Exception | None"]
 
@@ -61,7 +61,8 @@ def canned_result(model: str, item: Item) -> dict[str, Any]:
 
 class FakeDispatcher:
     """Answers at once with `handler(model, item)`: a result dict, an exception to fail the
-    future with, or None to never answer (to test deadlines)."""
+    future with, or None to never answer (to test deadlines). Its worker processes live in
+    `status_view` (a StaticView), which create_app also hands to the status routes."""
 
     def __init__(
         self,
@@ -69,14 +70,25 @@ class FakeDispatcher:
         handler: Handler = canned_result,
         models: list[str] | None = None,
     ):
-        self.view = list(procs or [])
+        self.status_view = StaticView(procs)
         self.models = models
         """Configured model names for ready(); default: the models of `procs`."""
         self.handler = handler
         self.submitted: list[tuple[str, Item]] = []
         self.overloaded = False
-        self.error: str | None = None
-        self.status_view = StaticView()
+
+    @property
+    def view(self) -> list[ProcStatus]:
+        return self.status_view.view
+
+    @property
+    def error(self) -> str | None:
+        """Set to make Redis look unreachable (status reads raise, readiness fails)."""
+        return self.status_view.error
+
+    @error.setter
+    def error(self, message: str | None) -> None:
+        self.status_view.error = message
 
     def submit(self, model: str, item: Item) -> Future[dict[str, Any]]:
         if self.overloaded:
@@ -91,13 +103,8 @@ class FakeDispatcher:
         return future
 
     def has_worker(self, model: str) -> bool:
-        ready = any(p.ready and model in p.models for p in self.procs())
+        ready = any(p.ready and model in p.models for p in self.status_view.procs())
         return ready or model in self.status_view.startable()
-
-    def procs(self, fresh: bool = False) -> list[ProcStatus]:
-        if self.error:
-            raise errors.BrokerUnavailable(self.error)
-        return list(self.view)
 
     def ready(self) -> Readiness:
         if self.error:
@@ -156,24 +163,32 @@ class QueueReplySource:
 
 
 class StaticView:
+    """A StatusView of fixed processes; `error` makes every read fail like a Redis outage."""
+
     def __init__(
         self, procs: list[ProcStatus] | None = None, startable: frozenset[str] = frozenset()
     ) -> None:
         self.view = list(procs or [])
         self.can_start = startable
         self.scaler_state: dict[str, Any] | None = None
+        self.error: str | None = None
 
     def startable(self) -> frozenset[str]:
         return self.can_start
 
     def autoscaler(self, fresh: bool = False) -> dict[str, Any] | None:
+        if self.error:
+            raise errors.BrokerUnavailable(self.error)
         return self.scaler_state
 
     def procs(self, fresh: bool = False) -> list[ProcStatus]:
+        if self.error:
+            raise errors.BrokerUnavailable(self.error)
         return list(self.view)
 
     def peek(self) -> list[ProcStatus]:
         return self.view
 
     def ping(self) -> None:
-        return None
+        if self.error:
+            raise errors.BrokerUnavailable(self.error)

@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import logging
 
-from autodep_celery.web.app import create_app
-
 from autodep_celery import config, logs
+from autodep_celery.web.app import create_app
 
 settings = config.load()
 if not logging.getLogger().handlers:  # under gunicorn its master configured logging already

@@ -20,7 +20,7 @@ from typing import Any
 import psutil
 import redis
 
-from autodep_celery import status
+from autodep_celery import forksafe, status
 from autodep_celery.config import Settings
 
 log = logging.getLogger(__name__)
@@ -116,12 +116,17 @@ _current: PoolStatus | None = None
 def start(controller: Any, settings: Settings, models: list[str]) -> PoolStatus:
     global _current
     _current = PoolStatus(controller, settings, models)
+    forksafe.register(_current, _forget)  # pool children are not the parent
     _current.start()
     return _current
 
 
+def _forget(writer: PoolStatus) -> None:
+    global _current
+    if _current is writer:
+        _current = None
+
+
 def current() -> PoolStatus | None:
     """The record writer of this worker parent (None in pool children and elsewhere)."""
-    if _current is not None and _current.record.pid == os.getpid():
-        return _current
-    return None
+    return _current

@@ -19,10 +19,10 @@ from typing import Any
 import msgpack
 import psutil
 import redis
-from autodep_celery.worker.registry import Registry
 
-from autodep_celery import contract, status
+from autodep_celery import contract, forksafe, status
 from autodep_celery.config import Settings
+from autodep_celery.worker.registry import Registry
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +91,7 @@ class Runtime:
     def _beat(self) -> None:
         # Ticks every ANNOUNCE_AFTER_S: a batch still running after that is announced as
         # "Working"; the full record (CPU, RSS) is written once per heartbeat interval. Waking
-        # this thread from begin() instead cost ~0.8 ms per batch in GIL hand-offs (measured).
+        # this thread from begin() instead cost a GIL hand-off per batch (architecture §2.11).
         interval_s = self.settings.worker.heartbeat_interval_s
         last = time.monotonic()
         while not self._stop.wait(min(ANNOUNCE_AFTER_S, interval_s)):
@@ -218,15 +218,22 @@ _current_lock = threading.Lock()
 
 def current() -> Runtime | None:
     """The runtime of this process (None in a prefork parent or before start)."""
-    if _current is not None and _current.pid == os.getpid():
-        return _current
-    return None
+    return _current
+
+
+def _forget(runtime: Runtime) -> None:
+    """After a fork: the parent's runtime (its threads, its Redis client) is not the child's."""
+    global _current, _current_lock
+    _current_lock = threading.Lock()
+    if _current is runtime:
+        _current = None
 
 
 def install(runtime: Runtime) -> Runtime:
     global _current
     with _current_lock:
         _current = runtime
+    forksafe.register(runtime, _forget)
     return runtime
 
 
@@ -239,4 +246,5 @@ def ensure(settings: Settings, hostname: str, models: list[str]) -> Runtime:
             rt = Runtime(settings=settings, hostname=hostname, models=models)
             rt.status.ready = True  # models load on their first batch
             _current = rt
+            forksafe.register(rt, _forget)
         return rt

@@ -5,10 +5,11 @@ With no autoscaler running it says so, with the pool sizes the workers report. N
 
 from __future__ import annotations
 
+from flask import Blueprint, Response
+
 from autodep_celery.web import routes, schema
 from autodep_celery.web.openapi import operation
 from autodep_celery.web.responses import json_response
-from flask import Blueprint, Response
 
 bp = Blueprint("autoscaler", __name__)
 
@@ -21,7 +22,7 @@ bp = Blueprint("autoscaler", __name__)
     errors=(503,),
 )
 def autoscaler() -> Response:
-    view = routes.dispatcher().status_view
+    view = routes.status()
     published = view.autoscaler(fresh=True)
     if published is not None:
         return json_response(published)

@@ -4,12 +4,13 @@ package's files, so the docs work with no internet. Must not import torch.
 
 from __future__ import annotations
 
+from flask import Blueprint, Response, current_app, send_from_directory, url_for
+from werkzeug.exceptions import NotFound
+
 from autodep_celery.web import openapi, routes
 from autodep_celery.web.openapi import operation
 from autodep_celery.web.responses import json_response
 from autodep_celery.web.spec import AnyValue
-from flask import Blueprint, Response, current_app, send_from_directory, url_for
-from werkzeug.exceptions import NotFound
 
 bp = Blueprint("docs", __name__)
 

@@ -4,10 +4,11 @@ model has a ready worker). /health never waits on models or the broker. Must not
 
 from __future__ import annotations
 
+from flask import Blueprint, Response
+
 from autodep_celery.web import routes, schema
 from autodep_celery.web.openapi import operation
 from autodep_celery.web.responses import error_response, json_response
-from flask import Blueprint, Response
 
 bp = Blueprint("health", __name__)
 

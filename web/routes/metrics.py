@@ -4,10 +4,11 @@ Must not import torch.
 
 from __future__ import annotations
 
+from flask import Blueprint, Response
+
 from autodep_celery.web import routes
 from autodep_celery.web.metrics import CONTENT_TYPE
 from autodep_celery.web.openapi import operation
-from flask import Blueprint, Response
 
 bp = Blueprint("metrics", __name__)
 

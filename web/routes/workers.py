@@ -4,10 +4,11 @@ Must not import torch.
 
 from __future__ import annotations
 
+from flask import Blueprint, Response
+
 from autodep_celery.web import routes, schema
 from autodep_celery.web.openapi import operation
 from autodep_celery.web.responses import json_response
-from flask import Blueprint, Response
 
 bp = Blueprint("workers", __name__)
 
@@ -15,7 +16,7 @@ bp = Blueprint("workers", __name__)
 @bp.get("/workers")
 @operation("Busy worker processes", {200: schema.WORKER_STATES}, tag="workers", errors=(503,))
 def busy() -> Response:
-    procs = routes.dispatcher().procs(fresh=True)
+    procs = routes.status().procs(fresh=True)
     return json_response({p.key: "Working" for p in procs if p.state == "Working"})
 
 
@@ -27,7 +28,7 @@ def busy() -> Response:
     errors=(503,),
 )
 def all_status() -> Response:
-    procs = routes.dispatcher().procs(fresh=True)
+    procs = routes.status().procs(fresh=True)
     return json_response({p.key: "Working" if p.state == "Working" else "Idle" for p in procs})
 
 
@@ -39,7 +40,7 @@ def all_status() -> Response:
     errors=(503,),
 )
 def info() -> Response:
-    procs = routes.dispatcher().procs(fresh=True)
+    procs = routes.status().procs(fresh=True)
     return json_response(
         [
             [
