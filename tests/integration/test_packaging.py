@@ -3,6 +3,7 @@ module (web.py ships one), both import, and neither shadows the other."""
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -20,8 +21,12 @@ def pip(*args: str) -> None:
 
 
 def test_wheel_installs_beside_a_package_named_web(tmp_path: Path) -> None:
+    # build from a copy: setuptools writes build/ and *.egg-info/ next to the sources
+    src = tmp_path / "src"
+    skip = (".*", "build", "*.egg-info", "__pycache__", "results", "models", "docker", "tests")
+    shutil.copytree(ROOT, src, ignore=shutil.ignore_patterns(*skip))
     dist = tmp_path / "dist"
-    pip("wheel", "--no-deps", "--no-build-isolation", "-w", str(dist), str(ROOT))
+    pip("wheel", "--no-deps", "--no-build-isolation", "-w", str(dist), str(src))
     (ours,) = dist.glob("autodep_celery-*.whl")
     tops = {name.split("/")[0] for name in zipfile.ZipFile(ours).namelist()}
     assert {t for t in tops if not t.endswith(".dist-info")} == {"autodep_celery"}
@@ -34,7 +39,9 @@ def test_wheel_installs_beside_a_package_named_web(tmp_path: Path) -> None:
         '[project]\nname = "web"\nversion = "0.1"\n[tool.setuptools]\npackages = ["web"]\n'
     )
     site = tmp_path / "site"
-    pip("install", "--no-deps", "--no-build-isolation", "--target", str(site), str(ours), str(other))
+    pip(
+        "install", "--no-deps", "--no-build-isolation", "--target", str(site), str(ours), str(other)
+    )
 
     # the target first, then this venv's packages for the dependencies only: with -S no .pth
     # file runs, so the editable install of the checkout is not on the path

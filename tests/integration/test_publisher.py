@@ -5,14 +5,15 @@ from __future__ import annotations
 import base64
 import json
 import time
+from datetime import datetime
 
 import msgpack
 import redis
-from autodep_celery.web.publisher import RedisPublisher
 
 from autodep_celery import config, contract
 from autodep_celery.celery_app import make_celery
 from autodep_celery.config import ModelSettings, Settings
+from autodep_celery.web.publisher import RedisPublisher
 
 VOLATILE_HEADERS = {"id", "root_id", "expires", "origin"}
 VOLATILE_PROPERTIES = {"correlation_id", "delivery_tag", "reply_to", "expiration"}
@@ -28,6 +29,7 @@ def test_fast_publish_equals_celery_send_task(redis_url: str) -> None:
         [contract.image_item("ImageClassification", b"\x89PNG..", time.time() + 30, 3)],
     )
     app = make_celery(settings)
+    sent = time.time()
     app.send_task(
         contract.INFER_TASK,
         args=[batch],
@@ -47,6 +49,11 @@ def test_fast_publish_equals_celery_send_task(redis_url: str) -> None:
         client.close()
     celery_msg, ours = json.loads(celery_raw), json.loads(ours_raw)
     for m in (celery_msg, ours):
+        headers, properties = m["headers"], m["properties"]
+        # per message, but not free: one id throughout and an expiry 30 s after sending
+        assert headers["root_id"] == properties["correlation_id"] == headers["id"]
+        expires = datetime.fromisoformat(headers["expires"]).timestamp()
+        assert sent - 1 < expires - 30 < time.time() + 1, headers["expires"]
         for key in VOLATILE_HEADERS:
             m["headers"].pop(key)
         for key in VOLATILE_PROPERTIES:

@@ -10,11 +10,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from PIL import Image
+
+from autodep_celery import config
 from autodep_celery.bench import autoscale_report, openloop, serve_config
 from autodep_celery.bench.timeline import PoolSample, Request
 from autodep_celery.bench.traces import Trace
-
-from autodep_celery import config
 
 
 def test_configs_differ_only_in_autoscaling_and_pool_bounds(tmp_path: Path) -> None:
@@ -202,8 +203,8 @@ def test_throughput_target_is_not_judged_when_the_fixed_pool_was_not_saturated()
     assert "base load already held 2 processes" in text
 
 
-def test_plot_over_time(tmp_path: Path) -> None:
-    pytest.importorskip("matplotlib")
+def test_plot_over_time(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    plt = pytest.importorskip("matplotlib.pyplot")
     from autodep_celery.bench import autoscale_plot
 
     trace = Trace("step", 20, peak_rps=24, base_rps=4)
@@ -218,5 +219,32 @@ def test_plot_over_time(tmp_path: Path) -> None:
         },
     }
     autoscale_report.summarize(results)
+    close, figures = plt.close, []
+    monkeypatch.setattr(plt, "close", figures.append)  # keep the figure to look at
     (png,) = autoscale_plot.plot(results, tmp_path, "run")
-    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with Image.open(png) as img:
+        assert (img.format, img.size) == ("PNG", (1000, 1000))  # 10 x 10 in at 100 dpi
+    (fig,) = figures
+    try:
+        load, backlog, procs, latency = fig.axes
+        assert [ax.get_ylabel() for ax in (load, backlog, procs, latency)] == [
+            "requests / s",
+            "requests waiting",
+            "pool processes",
+            "latency, ms (2 s window)",
+        ]
+
+        def line(ax: Any, label: str) -> tuple[list[float], list[float]]:
+            (found,) = [ln for ln in ax.get_lines() if ln.get_label() == label]
+            return list(found.get_xdata()), list(found.get_ydata())
+
+        windows = results["systems"]["autoscaled"]["windows"]
+        xs, ys = line(procs, "autoscaled")
+        assert xs == [w["t_s"] for w in windows] and ys == [w["processes"] for w in windows]
+        assert set(line(procs, "fixed pool at max")[1]) == {2}
+        assert set(line(procs, "oracle")[1]) == {1, 2}  # 4 req/s needs 1 process, 24 needs 2
+        xs, ys = line(load, "offered")
+        assert ys == [trace.rate(x) for x in xs] and set(ys) == {4, 24}
+        assert "autoscaled/fixed 0.975" in fig.get_suptitle()
+    finally:
+        close(fig)

@@ -4,6 +4,7 @@ optional dependency exits 2 naming the install command, before anything is measu
 from __future__ import annotations
 
 import pytest
+
 from autodep_celery.bench import autoscale, cli, deps, throughput
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from autodep_celery.bench import cli, output, throughput
 from autodep_celery.bench.progress import Progress
 
@@ -90,7 +91,8 @@ def test_cli_write_with_no_plot_exits_0(
     monkeypatch.setattr(cli, "_plot_throughput", must_not_plot)
     monkeypatch.setattr(throughput, "print_tables", lambda args, results: None)
     assert cli._write(_args(tmp_path, no_plot=True), RESULTS, Progress()) == 0
-    assert (tmp_path / "t.json").is_file()
+    assert json.loads((tmp_path / "t.json").read_text()) == RESULTS
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["t.json"]  # and no plot
 
 
 def test_partial_results_are_saved_only_when_something_was_measured(tmp_path: Path) -> None:

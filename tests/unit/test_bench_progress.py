@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 
 import pytest
+
 from autodep_celery.bench.progress import Progress, eta_s, format_duration
 
 

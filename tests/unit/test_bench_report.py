@@ -1,4 +1,6 @@
-"""bench's pure parts: wrk's JSON line, wrk's command line, ratios and the printed tables."""
+"""bench's pure parts: wrk's JSON line, wrk's command line, ratios and the printed tables. The
+Lua script that prints the JSON line runs under the real wrk in tests/integration/test_bench_wrk.py.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +9,7 @@ import os
 from pathlib import Path
 
 import pytest
+
 from autodep_celery.bench import cpu, report, wrk
 
 pytestmark = pytest.mark.unit
@@ -62,13 +65,6 @@ def test_wrk_argv_threads_and_duration() -> None:
         "1s",
     ]
     assert [wrk.threads_for(c) for c in (1, 2, 16, 64)] == [1, 2, 2, 2]
-
-
-def test_lua_script_reports_in_the_parsed_format() -> None:
-    assert "latency:percentile(99)" in wrk.LUA_SCRIPT
-    assert wrk.MARKER in wrk.LUA_SCRIPT
-    for key in ("connect", "read", "write", "status", "timeout", "non2xx"):
-        assert f'"{key}"' in wrk.LUA_SCRIPT
 
 
 def _row(c: int, rps: float, p50: float = 10.0, p99: float = 20.0, errors: int = 0) -> dict:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from autodep_celery.bench import timeline
 from autodep_celery.bench.timeline import PoolSample, Request
 from autodep_celery.bench.traces import Trace

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from autodep_celery.bench.traces import SHAPES, Trace, arrival_times, offered_requests
 
 

@@ -93,11 +93,20 @@ def test_access_false_drops_request_lines_only(restore_logging, capfd):
     assert "kept" in err and "/health" not in err
 
 
-def test_gunicorn_loggers_propagate_to_ours():
+def test_gunicorn_loggers_propagate_to_ours(tmp_path, restore_logging, capfd):
     cfg = logs.dict_config(LogSettings(format="json", dir="/d"), "web")
     assert cfg["loggers"]["gunicorn.error"] == {"level": "INFO", "handlers": [], "propagate": True}
     assert cfg["handlers"]["file"]["path"] == "/d/autodep-web.log"
     assert cfg["root"]["handlers"] == ["stderr", "file"]
+    # and applied: gunicorn's messages come out as our lines, on stderr and in the file
+    logs.setup(LogSettings(format="json", dir=str(tmp_path)), "web")
+    logging.getLogger("gunicorn.error").info("Booting worker with pid: %s", 7)
+    logging.getLogger("gunicorn.error").debug("not at INFO")
+    (line,) = capfd.readouterr().err.splitlines()
+    assert (tmp_path / "autodep-web.log").read_text().splitlines() == [line]
+    record = json.loads(line)
+    assert record["logger"] == "gunicorn.error" and record["role"] == "web"
+    assert record["msg"] == "Booting worker with pid: 7"
 
 
 def test_warnings_become_log_lines(restore_logging, capfd):

@@ -9,27 +9,16 @@ import io
 
 import orjson
 import pytest
-from autodep_celery.web.app import create_app
-from autodep_celery.web.testing import FakeDispatcher, png_bytes, proc
 from PIL import Image
 
-from autodep_celery.config import ModelSettings, Settings, WebSettings
+from autodep_celery.web.testing import png_bytes
+from tests.unit.conftest import client_for
 
 pytestmark = pytest.mark.unit
 
 B64 = base64.b64encode(png_bytes(4, 3)).decode()
 IMG = {"B64Image": {"image": B64}}
 CLS = {"ImageClassification": {"top_n": 2}}
-
-
-def client_for(models=("m",), tasks=None, **web):
-    tasks = tasks or {}
-    settings = Settings(
-        web=WebSettings(**web),
-        models=tuple(ModelSettings(n, f"/tmp/{n}.pt", task=tasks.get(n)) for n in models),
-    )
-    fake = FakeDispatcher([proc(n, pid=i) for i, n in enumerate(models)])
-    return create_app(settings, fake).test_client(), fake
 
 
 def check(response, status, code, *words):

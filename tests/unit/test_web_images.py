@@ -10,10 +10,10 @@ import struct
 import zlib
 
 import pytest
-from autodep_celery.web import images
 from PIL import Image
 
 from autodep_celery import errors
+from autodep_celery.web import images
 
 
 def encode(mode: str, size: tuple[int, int], fmt: str, **options) -> bytes:

@@ -1,4 +1,4 @@
-"""POST /inference happy paths (every request form of DESIGN §5) and how worker-side outcomes
+"""POST /inference happy paths (every request form of README, HTTP API) and how worker-side outcomes
 (item errors, deadlines, overload, no worker) reach the client. Flask test client + FakeDispatcher.
 """
 
@@ -9,25 +9,15 @@ import time
 
 import orjson
 import pytest
-from autodep_celery.web.app import create_app
-from autodep_celery.web.testing import FakeDispatcher, canned_result, png_bytes, proc
 
 from autodep_celery import contract, errors
-from autodep_celery.config import ModelSettings, Settings, WebSettings
+from autodep_celery.web.testing import FakeDispatcher, png_bytes, proc
+from tests.unit.conftest import client_for
 
 pytestmark = pytest.mark.unit
 
 PNG = png_bytes(4, 3)
 B64 = base64.b64encode(PNG).decode()
-
-
-def make_client(dispatcher=None, models=("m",), **web):
-    settings = Settings(
-        web=WebSettings(**web),
-        models=tuple(ModelSettings(name, f"/tmp/{name}.pt") for name in models),
-    )
-    dispatcher = dispatcher or FakeDispatcher([proc(m, pid=i) for i, m in enumerate(models)])
-    return create_app(settings, dispatcher).test_client(), dispatcher
 
 
 def post(client, body, **kw):
@@ -46,7 +36,7 @@ def post(client, body, **kw):
     ids=["null-size", "no-size", "matching-size", "data-url", "newlines"],
 )
 def test_image_classification_forms(image):
-    client, fake = make_client()
+    client, fake = client_for()
     r = post(
         client,
         {"data": {"B64Image": image}, "inference_type": {"ImageClassification": {"top_n": 3}}},
@@ -65,7 +55,7 @@ def test_image_classification_forms(image):
     [{"ImageClassification": {}}, {"ImageClassification": {"top_n": None}}, "ImageClassification"],
 )
 def test_top_n_defaults(inference_type):
-    client, fake = make_client()
+    client, fake = client_for()
     r = post(client, {"data": {"B64Image": {"image": B64}}, "inference_type": inference_type})
     assert r.status_code == 200
     assert len(r.json[0]["Classification"]) == contract.DEFAULT_TOP_N
@@ -73,7 +63,7 @@ def test_top_n_defaults(inference_type):
 
 
 def test_image_to_image_returns_base64_png():
-    client, _ = make_client()
+    client, _ = client_for()
     r = post(
         client,
         {
@@ -89,7 +79,7 @@ def test_image_to_image_returns_base64_png():
 
 @pytest.mark.parametrize("tag", ["Text", "text"])
 def test_text_to_text(tag):
-    client, fake = make_client()
+    client, fake = client_for()
     r = post(client, {"data": {tag: "hello"}, "inference_type": "TextToText"})
     assert r.status_code == 200
     assert r.json == [{"Text": "hello"}, {"secs": 1, "nanos": 500_000_000}]
@@ -104,14 +94,14 @@ def test_text_to_text(tag):
 
 @pytest.mark.parametrize("content_type", ["text/plain", None, "application/json; charset=utf-8"])
 def test_lenient_content_types(content_type):
-    client, _ = make_client()
+    client, _ = client_for()
     body = orjson.dumps({"data": {"Text": "x"}, "inference_type": "TextToText"})
     r = client.post("/inference", data=body, content_type=content_type)
     assert r.status_code == 200, r.json
 
 
 def test_model_chosen_by_name_among_several():
-    client, fake = make_client(models=("a", "b"))
+    client, fake = client_for(models=("a", "b"))
     r = post(client, {"data": {"Text": "x"}, "inference_type": "TextToText", "model": "b"})
     assert r.status_code == 200 and fake.submitted[0][0] == "b"
 
@@ -122,7 +112,7 @@ def test_item_error_from_worker_keeps_its_status():
             {"code": "invalid_top_n", "message": "top_n 50 > 10 classes", "status": 422}
         )
 
-    client, _ = make_client(FakeDispatcher([proc("m")], handler))
+    client, _ = client_for(FakeDispatcher([proc("m")], handler))
     r = post(
         client,
         {
@@ -136,30 +126,29 @@ def test_item_error_from_worker_keeps_its_status():
 
 def test_batch_failure_exception_rendered():
     fake = FakeDispatcher([proc("m")], lambda m, i: errors.WorkerLost("worker died 3 times"))
-    client, _ = make_client(fake)
+    client, _ = client_for(fake)
     r = post(client, {"data": {"Text": "x"}, "inference_type": "TextToText"})
     assert r.status_code == 500 and r.json["error"]["code"] == "worker_lost"
 
 
 def test_no_worker_is_503_immediately():
-    client, fake = make_client(FakeDispatcher([proc("m", ready=False)]))
-    started = time.monotonic()
+    client, fake = client_for(FakeDispatcher([proc("m", ready=False)]))
     r = post(client, {"data": {"Text": "x"}, "inference_type": "TextToText"})
     assert r.status_code == 503 and r.json["error"]["code"] == "no_worker"
-    assert "m" in r.json["error"]["message"] and time.monotonic() - started < 1
-    assert fake.submitted == []
+    assert "m" in r.json["error"]["message"]
+    assert fake.submitted == []  # refused before queueing: nothing waits for a deadline
 
 
 def test_redis_down_is_503_broker_unavailable():
     fake = FakeDispatcher([proc("m")])
     fake.error = "cannot reach Redis at 127.0.0.1:1"
-    client, _ = make_client(fake)
+    client, _ = client_for(fake)
     r = post(client, {"data": {"Text": "x"}, "inference_type": "TextToText"})
     assert r.status_code == 503 and r.json["error"]["code"] == "broker_unavailable"
 
 
 def test_overloaded_is_429_with_retry_after():
-    client, fake = make_client()
+    client, fake = client_for()
     fake.overloaded = True
     r = post(client, {"data": {"Text": "x"}, "inference_type": "TextToText"})
     assert r.status_code == 429 and r.json["error"]["code"] == "overloaded"
@@ -176,7 +165,7 @@ def test_deadline_is_504_and_future_cancelled():
         return futures[-1]
 
     fake.submit = submit
-    client, _ = make_client(fake, request_timeout_s=0.05)
+    client, _ = client_for(fake, request_timeout_s=0.05)
     r = post(client, {"data": {"Text": "x"}, "inference_type": "TextToText"})
     assert r.status_code == 504 and r.json["error"]["code"] == "deadline_exceeded"
     assert "0.05" in r.json["error"]["message"]
@@ -187,14 +176,9 @@ def test_unexpected_exception_is_fixed_500_without_traceback(caplog):
     def boom(model, item):
         raise RuntimeError("secret internals")
 
-    client, _ = make_client(FakeDispatcher([proc("m")], boom))
+    client, _ = client_for(FakeDispatcher([proc("m")], boom))
     r = post(client, {"data": {"Text": "x"}, "inference_type": "TextToText"})
     assert r.status_code == 500
     assert r.json["error"]["code"] == "internal_error"
     assert "secret" not in r.get_data(as_text=True) and "Traceback" not in r.get_data(as_text=True)
     assert any(rec.exc_info for rec in caplog.records)
-
-
-def test_canned_result_helper_matches_contract():
-    result = canned_result("m", contract.image_item("ImageClassification", PNG, 0.0, 2))
-    assert result["ok"] and len(result["output"]["Classification"]) == 2

@@ -11,18 +11,18 @@ import time
 from pathlib import Path
 
 import pytest
-from autodep_celery.web import metrics as metrics_mod
-from autodep_celery.web.app import create_app
-from autodep_celery.web.testing import FakeDispatcher, png_bytes, proc
 from prometheus_client.parser import text_string_to_metric_families
 
 from autodep_celery.autoscaler.backlog import Signal
-from autodep_celery.config import ModelSettings, Settings
+from autodep_celery.web import metrics as metrics_mod
+from autodep_celery.web.app import create_app
+from autodep_celery.web.testing import FakeDispatcher, png_bytes, proc
+from tests.unit.conftest import make_settings
 
 pytestmark = pytest.mark.unit
 
 ROOT = Path(__file__).resolve().parents[2]
-SETTINGS = Settings(models=(ModelSettings("m", "/tmp/m.pt"), ModelSettings("n", "/tmp/n.pt")))
+SETTINGS = make_settings(("m", "n"))
 AUTOSCALER_STATE = {
     "running": True,
     "ts": 1_700_000_000.0,
@@ -132,6 +132,18 @@ def test_requests_latency_and_inference_time_are_counted():
     # canned ImageToImage results report compute_ns = 7
     assert got[("autodep_inference_seconds_count", (("model", "m"),))] == 3
     assert got[("autodep_inference_seconds_sum", (("model", "m"),))] == pytest.approx(21e-9)
+
+
+def test_paths_that_match_no_route_never_become_labels():
+    app, _ = app_with(FakeRedisCollector())
+    client = app.test_client()
+    for path in ("/nowhere", "/secret-123/x", "/inference/extra"):
+        assert client.get(path).status_code == 404
+    got = parse(client.get("/metrics").text)
+    unmatched = (("method", "GET"), ("route", "<unmatched>"), ("status", "404"))
+    assert got[("autodep_http_requests_total", unmatched)] == 3  # one series for all three
+    routes = {dict(labels).get("route") for name, labels in got if "_http_" in name}
+    assert routes == {"<unmatched>"}
 
 
 def test_batch_hook_observes_size_and_each_items_wait():

@@ -8,31 +8,25 @@ from pathlib import Path
 
 import pytest
 import torch
-from autodep_celery.worker import registry as registry_mod
-from autodep_celery.worker.batch import run_batch
-from autodep_celery.worker.examples import EXAMPLE_NAMES, write_example_models
-from autodep_celery.worker.registry import Registry
 from PIL import Image
 
 from autodep_celery import contract
 from autodep_celery.config import IMAGENET_MEAN, IMAGENET_STD, ModelSettings, Settings
+from autodep_celery.worker import processing, task_types
+from autodep_celery.worker import registry as registry_mod
+from autodep_celery.worker.batch import run_batch
+from autodep_celery.worker.examples import EXAMPLE_NAMES, write_example_models
+from autodep_celery.worker.registry import Registry
 
 pytestmark = pytest.mark.unit
 
 FAR = time.time() + 3600
 
 
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    d = tmp_path_factory.mktemp("models")
-    write_example_models(d)
-    (d / "tiny_labels.txt").write_text("\n".join(f"thing-{i}" for i in range(10)) + "\n")
-    (d / "short_labels.txt").write_text("a\nb\n")
-    (d / "broken.pt").write_bytes(b"not a torchscript file")
-    return d
+def example_settings(model_dir: Path, **worker: object) -> Settings:
+    """Every example model (model_dir: tests/unit/conftest.py), a few of them configured twice
+    with labels, a resize or a broken file."""
 
-
-def make_settings(model_dir: Path, **worker: object) -> Settings:
     def m(name: str, file: str, **kw: object) -> ModelSettings:
         return ModelSettings(name=name, path=str(model_dir / file), **kw)  # type: ignore[arg-type]
 
@@ -57,7 +51,7 @@ def make_settings(model_dir: Path, **worker: object) -> Settings:
 
 @pytest.fixture(scope="module")
 def settings(model_dir: Path) -> Settings:
-    return make_settings(model_dir)
+    return example_settings(model_dir)
 
 
 @pytest.fixture(scope="module")
@@ -83,10 +77,8 @@ def batch(model: str, items: list[contract.Item]) -> dict:
     return dict(contract.make_batch(model, "b1", "", items))
 
 
-def test_examples_build_fast_and_load(model_dir: Path, tmp_path: Path) -> None:
-    started = time.perf_counter()
+def test_examples_build_and_load(model_dir: Path, tmp_path: Path) -> None:
     paths = write_example_models(tmp_path)
-    assert time.perf_counter() - started < 10
     assert (
         set(paths)
         == set(EXAMPLE_NAMES)
@@ -112,15 +104,14 @@ def test_examples_build_fast_and_load(model_dir: Path, tmp_path: Path) -> None:
         assert torch.jit.load(str(paths["echo"]))("hi") == "echo: hi"
     # fixed seeds: the same bytes every time
     again = write_example_models(tmp_path / "again")
-    assert again["tiny"].read_bytes() != b""
     a = torch.jit.load(str(paths["tiny"])).state_dict()
     b = torch.jit.load(str(again["tiny"])).state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_text_kind_from_the_schema(registry: Registry) -> None:
-    assert registry.get("textgen").text_kind == registry_mod.TEXT_LIST
-    assert registry.get("echo").text_kind == registry_mod.TEXT_STR
+    assert registry.get("textgen").text_kind == task_types.TEXT_LIST
+    assert registry.get("echo").text_kind == task_types.TEXT_STR
     assert registry.get("tiny").text_kind is None
 
 
@@ -231,14 +222,29 @@ def test_bad_items_fail_alone(registry: Registry, settings: Settings) -> None:
     assert unknown["error"]["status"] == 422 and "Detection" in unknown["error"]["message"]
 
 
+def decoded(result: dict) -> torch.Tensor:
+    """[H, W, 3] uint8 of the PNG in an ImageToImage result."""
+    out = result["output"]["B64Image"]
+    img = Image.open(io.BytesIO(out["image"]))
+    assert (img.format, img.mode, img.size) == ("PNG", "RGB", (out["width"], out["height"]))
+    raw = torch.frombuffer(bytearray(img.tobytes()), dtype=torch.uint8)
+    return raw.view(img.height, img.width, 3)
+
+
 def test_image_to_image_outputs(registry: Registry, settings: Settings) -> None:
-    items = [contract.image_item("ImageToImage", png(12, 10), FAR)]
+    """The enhancer's RGB output comes back as its pixels (0..1 -> 0..255), the segmenter's
+    class scores as each pixel's argmax in the fixed palette: compared with the models in
+    process on the same decoded input."""
+    data = png(12, 10)
+    items = [contract.image_item("ImageToImage", data, FAR)]
     seg = run_batch(registry, settings, batch("segmenter", items))["results"][0]
     enh = run_batch(registry, settings, batch("enhancer", items))["results"][0]
-    for result in (seg, enh):
-        out = result["output"]["B64Image"]
-        assert (out["height"], out["width"]) == (10, 12)
-        assert out["image"].startswith(b"\x89PNG")
+    x = processing.decode_image(data, 10**6).unsqueeze(0)  # ImageToImage: 0..1, no normalising
+    with torch.inference_mode():
+        expected = registry.get("enhancer").module(x)[0].clamp(0, 1).mul(255).round()
+        classes = registry.get("segmenter").module(x)["out"][0].argmax(0)
+    assert torch.equal(decoded(enh), expected.to(torch.uint8).permute(1, 2, 0))
+    assert torch.equal(decoded(seg), processing.palette()[classes])
 
 
 def test_text_models_list_and_str(

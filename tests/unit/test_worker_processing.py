@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from autodep_celery.worker import processing
 from PIL import Image
 
 from autodep_celery import errors
+from autodep_celery.worker import processing
 
 pytestmark = pytest.mark.unit
 

@@ -10,11 +10,11 @@ from typing import Any
 
 import msgpack
 import pytest
-from autodep_celery.worker import runtime, signals, tasks
-from autodep_celery.worker.examples import write_example_models
 
 from autodep_celery import contract
 from autodep_celery.config import BrokerSettings, ModelSettings, Settings, WorkerSettings
+from autodep_celery.worker import runtime, signals, tasks
+from tests.unit.conftest import make_settings
 
 pytestmark = pytest.mark.unit
 
@@ -84,13 +84,6 @@ class FakeRedis:
 
     def _delete(self, key: str) -> int:
         return int(self.counters.pop(key, None) is not None)
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    d = tmp_path_factory.mktemp("models")
-    write_example_models(d)
-    return d
 
 
 @pytest.fixture()
@@ -211,11 +204,6 @@ def test_stop_removes_the_status_record(rt: runtime.Runtime) -> None:
 
 
 def test_served_models_from_queues() -> None:
-    settings = Settings(
-        models=(
-            ModelSettings(name="a", path="a.pt"),
-            ModelSettings(name="b", path="b.pt"),
-        )
-    )
+    settings = make_settings(("a", "b"))
     assert signals.served_models(settings, ["autodep.b", "autodep.default"]) == ["b"]
     assert signals.served_models(settings, []) == ["a", "b"]
