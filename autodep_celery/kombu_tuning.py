@@ -9,6 +9,7 @@ channel is equivalent and thread-safe. Asynchronous (polling) clients are left a
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 _MARK = "_autodep_client_cache"
@@ -25,15 +26,16 @@ def install() -> None:
         return
     original = channel._create_client
 
+    @functools.wraps(original)  # kombu's own stays reachable as __wrapped__ (the tests use it)
     def _create_client(self: Any, asynchronous: bool = False) -> Any:
         if asynchronous:
-            return original(self, asynchronous=True)
+            return original(self, asynchronous=True)  # type: ignore[no-untyped-call]  # kombu
         pool = self.pool  # kombu replaces its pool after a connection error: follow it
         cached = self.__dict__.get(_MARK)
         if cached is None or cached.connection_pool is not pool:
-            cached = original(self)
+            cached = original(self)  # type: ignore[no-untyped-call]  # kombu is untyped
             self.__dict__[_MARK] = cached
         return cached
 
-    channel._create_client = _create_client
+    channel._create_client = _create_client  # type: ignore[method-assign]  # the patch itself
     setattr(channel, _MARK, True)

@@ -90,7 +90,7 @@ def start(
     """Start `argv` in a new session; output to `log_path` or inherited."""
     out: IO[bytes] | None = None
     if log_path is not None:
-        out = open(log_path, "ab")  # noqa: SIM115 - closed by Child.stop
+        out = open(log_path, "ab")  # closed by Child.stop
     proc = subprocess.Popen(
         list(argv),
         env=env,

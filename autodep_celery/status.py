@@ -91,9 +91,9 @@ def _read_live(
     """The fresh records of the hash `key`; records dead for DELETE_AFTER_S are removed, and
     records this version cannot read (e.g. from a newer worker) are skipped."""
     now = time.time() if now is None else now
-    known = set(cls.__dataclass_fields__)  # type: ignore[attr-defined]
+    known = set(cls.__dataclass_fields__)  # type: ignore[attr-defined]  # _R: a dataclass
     live: list[_R] = []
-    stale: list[bytes] = []
+    stale: list[bytes | str] = []
     for name, raw in client.hgetall(key).items():
         try:
             data: dict[str, Any] = json.loads(raw)

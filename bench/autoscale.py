@@ -20,6 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from autodep_celery import processes
 from autodep_celery.bench import (
     autoscale_report,
     openloop,
@@ -32,8 +33,6 @@ from autodep_celery.bench import (
 )
 from autodep_celery.bench.progress import Progress
 from autodep_celery.bench.timeline import PoolSample, Request
-
-from autodep_celery import processes
 
 DEFAULT_MODEL = "resnet18"
 DEFAULT_TRACE_S = 90.0

@@ -14,10 +14,11 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402 - the backend must be chosen first
-from autodep_celery.bench import timeline  # noqa: E402
-from autodep_celery.bench.traces import Trace  # noqa: E402
-from matplotlib import ticker  # noqa: E402
+import matplotlib.pyplot as plt  # after matplotlib.use(): the backend is chosen first
+from matplotlib import ticker
+
+from autodep_celery.bench import timeline
+from autodep_celery.bench.traces import Trace
 
 SMOOTH_S = 2.0
 STYLE = {"autoscaled": ("autoscaled", "tab:blue"), "fixed": ("fixed pool at max", "tab:orange")}

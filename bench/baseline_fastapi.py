@@ -25,11 +25,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from autodep_celery.worker import processing
 from fastapi import FastAPI, HTTPException
 
 from autodep_celery import errors
 from autodep_celery.config import IMAGENET_MEAN, IMAGENET_STD, WebSettings
+from autodep_celery.worker import processing
 
 
 def _nodelay_for_prebound_sockets() -> None:

@@ -22,6 +22,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from autodep_celery import processes
 from autodep_celery.bench import (
     autoscale,
     autoscale_report,
@@ -32,8 +33,6 @@ from autodep_celery.bench import (
     workloads,
 )
 from autodep_celery.bench.progress import Progress
-
-from autodep_celery import processes
 
 RESULTS_DIR = Path(__file__).parent / "results"
 SYSTEMS = ("limit", "served", "baseline")

@@ -15,11 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import redis
-from autodep_celery.bench import wrk
-from autodep_celery.web.publisher import RedisPublisher
 
 from autodep_celery import contract
+from autodep_celery.bench import wrk
 from autodep_celery.config import ModelSettings
+from autodep_celery.web.publisher import RedisPublisher
 
 _REDIS_URL = re.compile(r"embedded Redis at (redis://\S+)")
 

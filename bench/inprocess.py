@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from autodep_celery.worker import memory, processing
 
 from autodep_celery.config import IMAGENET_MEAN, IMAGENET_STD, WebSettings
+from autodep_celery.worker import memory, processing
 
 BATCH_SIZES = (1, 2, 4, 8)
 SETTINGS = ((1, 2), (2, 1))

@@ -52,7 +52,7 @@ def save(
     if plotter is not None:
         try:
             saved.written += plotter()(results, directory, stem)
-        except Exception as exc:  # noqa: BLE001 - any plotting failure must leave the JSON
+        except Exception as exc:  # any plotting failure must leave the JSON
             log.error("plotting failed; the results are in %s", saved.json_path, exc_info=True)
             saved.plot_error = f"{type(exc).__name__}: {exc}"
     if latest:

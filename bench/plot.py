@@ -12,9 +12,10 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402 - the backend must be chosen first
-from autodep_celery.bench import report  # noqa: E402
-from matplotlib import ticker  # noqa: E402
+import matplotlib.pyplot as plt  # after matplotlib.use(): the backend is chosen first
+from matplotlib import ticker
+
+from autodep_celery.bench import report
 
 LOG_SCALE_ABOVE = 4.0
 """Throughput axis goes logarithmic when the limit is this many times the best served rate."""

@@ -17,10 +17,9 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+from autodep_celery import processes
 from autodep_celery.bench import cpu, report, systems, workloads, wrk
 from autodep_celery.bench.progress import Progress
-
-from autodep_celery import processes
 
 
 def plan(args: argparse.Namespace) -> dict[str, float]:

@@ -15,6 +15,7 @@ import shutil
 import signal
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -120,7 +121,7 @@ def _settings(args: argparse.Namespace, model_paths: list[str] | None = None) ->
 def _http_text(url: str) -> str:
     try:
         with urllib.request.urlopen(url, timeout=2) as resp:
-            return resp.read().decode(errors="replace")[:500]
+            return str(resp.read().decode(errors="replace"))[:500]
     except urllib.error.HTTPError as exc:
         return exc.read().decode(errors="replace")[:500]
     except (urllib.error.URLError, OSError) as exc:
@@ -154,6 +155,7 @@ def serve(args: argparse.Namespace) -> int:
     workdir: Path | None = None
     local: LocalWorkers | None = None
     scaler: Autoscaler | None = None
+    scaler_thread: threading.Thread | None = None
 
     def on_signal(signum: int, _frame: Any) -> None:
         raise _Stop(signal.Signals(signum).name)
@@ -180,7 +182,7 @@ def serve(args: argparse.Namespace) -> int:
                 local.start(m.name, low)
         if enabled:
             scaler = _autoscaler(settings, local)
-            scaler.start_thread()
+            scaler_thread = scaler.start_thread()
         web = processes.start(
             "web", launch.web_argv(), env=env, log_path=log_dir / "web.log" if log_dir else None
         )
@@ -222,6 +224,8 @@ def serve(args: argparse.Namespace) -> int:
         # web first (no new work), then the workers together, then the broker
         if scaler is not None:
             scaler.stop()
+            if scaler_thread is not None:  # no step may start a worker after stop_all
+                scaler_thread.join(10)
         web_children = [c for c in children if c.name == "web"]
         processes.stop_all(web_children)
         if local is not None:

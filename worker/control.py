@@ -13,16 +13,16 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from autodep_celery.worker import pool_status
 from celery.worker.autoscale import Autoscaler
 from celery.worker.control import control_command
 
 from autodep_celery.contract import POOL_CONTROL
+from autodep_celery.worker import pool_status
 
 log = logging.getLogger(__name__)
 
 
-class RemoteOnlyAutoscaler(Autoscaler):
+class RemoteOnlyAutoscaler(Autoscaler):  # type: ignore[misc]  # Celery is untyped
     """Celery's autoscaler with its own policy switched off: the pool changes only when told
     (autoscale controls from the autodep autoscaler, `celery control`, Flower).
 
@@ -43,7 +43,9 @@ class RemoteOnlyAutoscaler(Autoscaler):
     args=[("max", int), ("min", int)],
     signature="[max [min]]",
 )
-def autodep_autoscale(state: Any, max: int | None = None, min: int | None = None) -> dict[str, Any]:  # noqa: A002 - Celery passes these names
+def autodep_autoscale(
+    state: Any, max: int | None = None, min: int | None = None
+) -> dict[str, Any]:  # Celery's names for them
     controller = state.consumer.controller
     scaler = getattr(controller, "autoscaler", None)
     if scaler is None:

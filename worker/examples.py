@@ -62,7 +62,8 @@ class ResNet18(nn.Module):
         x = F.max_pool2d(x, 3, 2, 1)
         x = self.layers(x)
         x = torch.flatten(F.adaptive_avg_pool2d(x, 1), 1)
-        return self.fc(x)
+        logits: Tensor = self.fc(x)
+        return logits
 
 
 class Segmenter(nn.Module):
@@ -123,7 +124,8 @@ class Tiny(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         x = torch.flatten(F.adaptive_avg_pool2d(x, 4), 1)
-        return self.fc2(F.relu(self.fc1(x)))
+        logits: Tensor = self.fc2(F.relu(self.fc1(x)))
+        return logits
 
 
 def _resnet18() -> nn.Module:
@@ -158,8 +160,8 @@ def write_example_models(directory: str | Path) -> dict[str, Path]:
     paths: dict[str, Path] = {}
     for name, build in _BUILDERS.items():
         torch.manual_seed(0)
-        scripted = torch.jit.script(build())
+        scripted = torch.jit.script(build())  # type: ignore[no-untyped-call]  # untyped in torch
         path = out_dir / f"{name}.pt"
-        scripted.save(str(path))
+        scripted.save(str(path))  # type: ignore[no-untyped-call]  # untyped in torch
         paths[name] = path
     return paths

@@ -1,12 +1,10 @@
 """Keep freed tensor memory in the process instead of handing it back to the kernel each batch.
 
 glibc serves large allocations with mmap and trims the heap top on free, so every batch of a
-CNN re-faults its activations page by page: ResNet-18 served at c=64 took ~72,000 minor page
-faults per second per pool process and 13% of its CPU in the kernel, and ran at 50-58 img/s
-against an in-process 61-70. Fixing the mmap threshold at its maximum (32 MiB; larger blocks
-are still mapped) and never trimming brought the faults to 1,000-1,600/s and the served rate to
-66 img/s (bench/). The cost is that a process keeps its peak heap: RSS stays at the largest
-batch's working set rather than falling between batches.
+CNN re-faults its activations page by page. Fixing the mmap threshold at its maximum (32 MiB;
+larger blocks are still mapped) and never trimming keeps them (the measurements are in
+docs/architecture.md §2.3). The cost is that a process keeps its peak heap: RSS stays at the
+largest batch's working set rather than falling between batches.
 
 Called by worker.signals when a pool process starts, and by bench.inprocess so the in-process
 limit runs with the same allocator. A no-op where the C library is not glibc.

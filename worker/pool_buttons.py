@@ -18,9 +18,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from autodep_celery.worker.control import autodep_autoscale
 from celery.worker import control as celery_control
 from celery.worker.control import control_command
+
+from autodep_celery.worker.control import autodep_autoscale
 
 _celery_pool_grow = celery_control.pool_grow
 _celery_pool_shrink = celery_control.pool_shrink
@@ -35,9 +36,12 @@ def pool_grow(state: Any, n: int = 1, **kwargs: Any) -> dict[str, Any]:
     """Grow the pool by n processes (on an autoscaling worker: raise its autoscale range)."""
     scaler = _scaler(state)
     if scaler is None:
-        return _celery_pool_grow(state, n, **kwargs)  # type: ignore[no-any-return]
+        return _celery_pool_grow(state, n, **kwargs)  # type: ignore[no-any-return]  # Celery's own
     target = scaler.processes + max(0, n)
-    return autodep_autoscale(state, max=max(scaler.max_concurrency, target), min=target)
+    grown: dict[str, Any] = autodep_autoscale(
+        state, max=max(scaler.max_concurrency, target), min=target
+    )
+    return grown
 
 
 @control_command(args=[("n", int)], signature="[N=1]")
@@ -45,6 +49,9 @@ def pool_shrink(state: Any, n: int = 1, **kwargs: Any) -> dict[str, Any]:
     """Shrink the pool by n processes, to one at least (autoscaling: lower its range)."""
     scaler = _scaler(state)
     if scaler is None:
-        return _celery_pool_shrink(state, n, **kwargs)  # type: ignore[no-any-return]
+        return _celery_pool_shrink(state, n, **kwargs)  # type: ignore[no-any-return]  # Celery's own
     target = max(1, scaler.processes - max(0, n))
-    return autodep_autoscale(state, max=target, min=min(scaler.min_concurrency, target))
+    shrunk: dict[str, Any] = autodep_autoscale(
+        state, max=target, min=min(scaler.min_concurrency, target)
+    )
+    return shrunk

@@ -4,9 +4,9 @@ Imported by worker.tasks, so the handlers connect when the worker imports its ta
 Order in a prefork worker (celery 5.7): ``worker_init`` and ``celeryd_after_setup`` run in the
 parent before the pool forks (hostname, concurrency and ``-Q`` queues are known there); then
 ``worker_process_init`` runs in each child, which loads and warms up the models. The parent never
-runs a forward pass: that hangs multi-threaded children (DESIGN §2.3). The solo pool sends
-``worker_process_init`` in the worker process itself; the threads pool sends nothing per process,
-so ``worker_ready`` loads the models there.
+runs a forward pass: that hangs multi-threaded children (docs/architecture.md §2.3). The solo pool
+sends ``worker_process_init`` in the worker process itself; the threads pool sends nothing per
+process, so ``worker_ready`` loads the models there.
 """
 
 from __future__ import annotations
@@ -17,11 +17,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from autodep_celery.worker import memory, pool_status, runtime
 from celery import Celery, signals
 
 from autodep_celery.celery_app import settings_of
 from autodep_celery.config import Settings, queue_name
+from autodep_celery.worker import memory, pool_status, runtime
 
 log = logging.getLogger(__name__)
 

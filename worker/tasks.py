@@ -1,4 +1,4 @@
-"""The ``autodep.infer`` Celery task: one batch in, one reply out (DESIGN §2.1, §2.4).
+"""The ``autodep.infer`` Celery task: one batch in, one reply out (docs/architecture.md §2.1, §2.4).
 
 Found by the worker through the app's ``include=["autodep_celery.worker.tasks"]``; registered with
 ``shared_task`` so it binds to whichever app the worker runs. The work itself is
@@ -16,16 +16,16 @@ import logging
 import time
 from typing import Any
 
-from autodep_celery.worker import batch as batch_mod
-from autodep_celery.worker import control as _control  # noqa: F401 - registers the pool control
-from autodep_celery.worker import pool_buttons as _pool_buttons  # noqa: F401 - Flower's pool buttons
-from autodep_celery.worker import runtime
-from autodep_celery.worker import signals as _signals  # noqa: F401 - connects the handlers
 from celery import current_app, shared_task
 from celery import signals as celery_signals
 
 from autodep_celery import config, contract, errors, logs
 from autodep_celery.celery_app import settings_of
+from autodep_celery.worker import batch as batch_mod
+from autodep_celery.worker import control as _control  # noqa: F401 - registers the pool control
+from autodep_celery.worker import pool_buttons as _pool_buttons  # noqa: F401 - Flower's pool buttons
+from autodep_celery.worker import runtime
+from autodep_celery.worker import signals as _signals  # connects the handlers
 
 log = logging.getLogger(__name__)
 access_log = logging.getLogger(logs.ACCESS_LOGGER)

@@ -147,8 +147,9 @@ class Autoscaler:
 
     def _room(
         self, m: ModelSettings, serving: list[status.WorkerRecord], procs: list[status.ProcStatus]
-    ) -> int:
-        """Processes of `m` that free memory still holds (the memory guard)."""
+    ) -> int | None:
+        """Processes of `m` that free memory still holds (the memory guard); None when no
+        worker reports its host's memory (no guard rather than no growth)."""
         sizes = [p.rss_bytes for p in procs if p.ready and m.name in p.models and p.rss_bytes]
         try:
             per_proc = max(sizes) if sizes else 2 * os.path.getsize(m.path) + MODEL_OVERHEAD_BYTES
@@ -159,6 +160,8 @@ class Autoscaler:
             available = [w.mem_available for w in serving if w.mem_available]
         else:  # nothing serves it yet: a worker would start on this host
             available = [int(psutil.virtual_memory().available)]
+        if not available:
+            return None
         return sum(max(0, (a - reserve) // per_proc) for a in available)
 
     def _record(self, m: ModelSettings, d: policy.Decision, signal: backlog.Signal) -> None:
