@@ -161,8 +161,10 @@ class LogSettings:
     dir: str = ""
     """Also append each process's lines to <dir>/autodep-<role>.log (role: web, worker,
     autoscaler, serve); empty = stderr only."""
-    access: bool = True
-    """One INFO line per HTTP request (web) and per batch (worker), carrying request ids."""
+    access: bool = False
+    """One INFO line per HTTP request (web) and per batch (worker), carrying request ids. Off by
+    default, as in gunicorn: it cost ~10% of the tiny model's throughput at 64 connections
+    (2,214 against 2,434 req/s, alternating runs by hand). Errors carry request ids anyway."""
 
 
 @dataclass(frozen=True)

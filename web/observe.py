@@ -9,14 +9,15 @@ Must not import torch.
 
 from __future__ import annotations
 
+import itertools
 import logging
+import os
 import re
 import time
-import uuid
 
 from flask import Flask, Response, g, request
 
-from autodep_celery import logs
+from autodep_celery import forksafe, logs
 from autodep_celery.web.metrics import Metrics
 from autodep_celery.web.openapi import REQUEST_ID_HEADER
 
@@ -32,11 +33,31 @@ def request_id() -> str:
     return g.get("request_id") or ""
 
 
+class _Ids:
+    """New request ids: 32 hex characters, a random half per process and a counter (uuid4
+    read os.urandom for every request, ~2% of the web tier's CPU). Unique across processes
+    and restarts with the odds of a 64-bit random prefix."""
+
+    def __init__(self) -> None:
+        self._reset()
+        forksafe.register(self, _Ids._reset)  # a forked child is a new process
+
+    def _reset(self) -> None:
+        self._prefix = os.urandom(8).hex()
+        self._count = itertools.count(1)
+
+    def new(self) -> str:
+        return f"{self._prefix}{next(self._count):016x}"
+
+
+_ids = _Ids()
+
+
 def register(app: Flask, metrics: Metrics) -> None:
     @app.before_request
     def _start() -> None:
         given = request.headers.get(REQUEST_ID_HEADER, "")
-        g.request_id = given if _VALID_ID.match(given) else uuid.uuid4().hex
+        g.request_id = given if given and _VALID_ID.match(given) else _ids.new()
         g.started = time.perf_counter()
         g.log_token = logs.REQUEST_ID.set(g.request_id)
 

@@ -134,6 +134,7 @@ def make_settings(model_dir: Path, redis_url: str, **web: object) -> Settings:
     base = Settings(
         broker=config.BrokerSettings(url=redis_url),
         worker=config.WorkerSettings(heartbeat_interval_s=0.5, max_attempts=3),
+        log=config.LogSettings(access=True),  # the tests follow requests through access lines
         models=models,
     )
     return dataclasses.replace(

@@ -175,7 +175,7 @@ def test_json_logs_from_web_and_worker_go_to_stderr_and_the_log_dir(
     settings = dataclasses.replace(
         stack.settings,
         models=(*stack.settings.models, echo),
-        log=config.LogSettings(format="json", dir=str(log_dir)),
+        log=config.LogSettings(format="json", dir=str(log_dir), access=True),
         web=dataclasses.replace(stack.settings.web, port=processes.free_port(), processes=1),
     )
     json_stack = dataclasses.replace(stack, settings=settings, workers={})

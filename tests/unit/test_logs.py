@@ -27,7 +27,7 @@ def restore_logging():
 
 
 def test_log_section_defaults_env_and_errors(tmp_path):
-    assert config.from_dict({}).log == LogSettings("text", "INFO", "", True)
+    assert config.from_dict({}).log == LogSettings("text", "INFO", "", False)
     s = config.load(environ={"AUTODEP_LOG__FORMAT": "json", "AUTODEP_LOG__DIR": "/var/log/x"})
     assert (s.log.format, s.log.dir) == ("json", "/var/log/x")
     cfg = tmp_path / "config.toml"
@@ -68,7 +68,7 @@ def test_json_lines_carry_request_id_extras_and_traceback(tmp_path, restore_logg
 
 
 def test_text_lines_stay_on_one_line(restore_logging, capfd):
-    logs.setup(LogSettings(), "worker")
+    logs.setup(LogSettings(access=True), "worker")
     token = logs.REQUEST_ID.set("a,b")
     try:
         logging.getLogger("autodep.access").info("batch", extra={"failed": {"a": "x y"}})
