@@ -26,6 +26,12 @@ class _Record(Protocol):
     def fresh(self, now: float | None = None) -> bool: ...
 
 
+def _fresh(ts: float, heartbeat_s: float, now: float | None) -> bool:
+    """Written within the last few heartbeats (readers' clocks compared with the writer's)."""
+    now = time.time() if now is None else now
+    return now - ts <= max(3.0, STALE_AFTER_HEARTBEATS * heartbeat_s)
+
+
 _R = TypeVar("_R", bound=_Record)
 
 STALE_AFTER_HEARTBEATS = 3
@@ -57,8 +63,7 @@ class ProcStatus:
         return f"{self.worker}/{self.pid}"
 
     def fresh(self, now: float | None = None) -> bool:
-        now = time.time() if now is None else now
-        return now - self.ts <= max(3.0, STALE_AFTER_HEARTBEATS * self.heartbeat_s)
+        return _fresh(self.ts, self.heartbeat_s, now)
 
 
 def encode(status: ProcStatus) -> tuple[str, str]:
@@ -145,8 +150,7 @@ class WorkerRecord:
     heartbeat_s: float = 2.0
 
     def fresh(self, now: float | None = None) -> bool:
-        now = time.time() if now is None else now
-        return now - self.ts <= max(3.0, STALE_AFTER_HEARTBEATS * self.heartbeat_s)
+        return _fresh(self.ts, self.heartbeat_s, now)
 
 
 def write_worker(client: redis.Redis, record: WorkerRecord) -> None:
