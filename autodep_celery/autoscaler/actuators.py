@@ -88,6 +88,8 @@ class LocalWorkers:
     clock: Callable[[], float] = time.monotonic
     _workers: dict[str, _Local] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _closed: bool = False
+    """Set by stop_all: a step still running must not start a worker that nobody stops."""
 
     def hostname(self, model: str) -> str:
         return f"{model}@{socket.gethostname()}"
@@ -102,7 +104,8 @@ class LocalWorkers:
         return model in self._workers
 
     def pids(self) -> dict[int, str]:
-        return {w.child.pid: m for m, w in self._workers.items()}
+        with self._lock:
+            return {w.child.pid: m for m, w in self._workers.items()}
 
     def start(self, model: str, processes_: int) -> None:
         """Start a worker for `model` with `processes_` pool children (at least 1)."""
@@ -118,11 +121,19 @@ class LocalWorkers:
             hostname=self.hostname(model),
         )
         path = self.log_dir / f"worker-{model}.log" if self.log_dir else None
+        with self._lock:
+            if self._closed:
+                return
         child = processes.start(f"worker {model}", argv, env=self.env, log_path=path)
         with self._lock:
-            old = self._workers.get(model)
-            deaths = old.deaths if old else 0
-            self._workers[model] = _Local(model, child, self.clock(), low, deaths=deaths)
+            closed = self._closed
+            if not closed:
+                old = self._workers.get(model)
+                deaths = old.deaths if old else 0
+                self._workers[model] = _Local(model, child, self.clock(), low, deaths=deaths)
+        if closed:  # stop_all ran meanwhile: nobody else would stop this one
+            child.stop()
+            return
         log.info("started worker %s (pid %d, pool %d..%d)", model, child.pid, low, high)
 
     def stop(self, model: str, drain: Callable[[], None] | None = None) -> None:
@@ -151,7 +162,9 @@ class LocalWorkers:
         """Restart workers that died (not being stopped) with backoff; returns what restarted."""
         now = self.clock()
         restarted: list[str] = []
-        for model, w in list(self._workers.items()):
+        with self._lock:
+            workers = list(self._workers.items())
+        for model, w in workers:
             if w.stopping or w.child.alive():
                 if w.child.alive() and now - w.started_at > STABLE_AFTER_S:
                     w.deaths = 0
@@ -175,6 +188,7 @@ class LocalWorkers:
 
     def stop_all(self) -> None:
         with self._lock:
+            self._closed = True
             children = [w.child for w in self._workers.values()]
             self._workers.clear()
         processes.stop_together(children)

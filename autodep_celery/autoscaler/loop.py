@@ -54,9 +54,10 @@ class Autoscaler:
         self._clock = clock
         self._wall = wall
         self._history: dict[str, policy.History] = {}
-        self._commanded: dict[str, tuple[int, float]] = {}
-        """hostname -> (pool size sent, when): to resend, and to notice changes by hand."""
-        self._manual_until: dict[str, float] = {}
+        self._commanded: dict[tuple[str, int], tuple[int, float, bool]] = {}
+        """(hostname, pid) -> (pool size sent, when, confirmed): to resend what was lost, and to
+        notice changes by hand. Keyed by pid too: a worker restarted under its old name is new."""
+        self._manual_until: dict[tuple[str, int], float] = {}
         self._last: dict[str, dict[str, Any]] = {}
         self._counts: dict[str, dict[str, int]] = {}
         self._last_reason: dict[str, str] = {}
@@ -118,7 +119,7 @@ class Autoscaler:
         now: float,
     ) -> policy.Decision:
         low, high = self.settings.pool_bounds(m)
-        current = _current(serving, m.queue)
+        current = _current(serving)
         starting = self._local.starting(m.name) if self._local is not None else None
         if not serving and starting is not None:
             current = starting  # its worker is starting and not yet visible
@@ -128,11 +129,11 @@ class Autoscaler:
             action = policy.HOLD if target == current else ("up" if target > current else "down")
             return policy.Decision(current, target, target, action, "pinned by hand", history)
         room = self._room(m, serving, procs)
-        slots = _slots(serving)
+        own = self._local.pids() if self._local is not None else {}
+        slots = _slots(serving, own)
         # a running worker keeps at least its own minimum, unless it is ours to stop: the pool
         # cannot go below their sum; and without a worker of our own to start, it cannot grow
         # past the workers' bounds
-        own = self._local.pids() if self._local is not None else {}
         floor = sum(
             s.low if s.resizable else s.processes
             for s, w in zip(slots, serving, strict=True)
@@ -187,9 +188,17 @@ class Autoscaler:
 
     # ---- acting ----------------------------------------------------------------------------
     def _notice_manual(self, workers: list[status.WorkerRecord], now: float) -> None:
+        """A confirmed command whose bounds the worker no longer shows was overridden by hand
+        (an unconfirmed one is simply sent again by _act)."""
+        live = {(w.hostname, w.pid) for w in workers}
+        for key in [k for k in self._commanded if k not in live]:
+            del self._commanded[key]  # gone, or restarted under the same name
+        for key in [k for k in self._manual_until if k not in live]:
+            del self._manual_until[key]
         for w in workers:
-            sent = self._commanded.get(w.hostname)
-            if sent is None or now - sent[1] < RESEND_AFTER_S:
+            key = (w.hostname, w.pid)
+            sent = self._commanded.get(key)
+            if sent is None or not sent[2] or now - sent[1] < RESEND_AFTER_S:
                 continue
             if (w.max, w.min) != (sent[0], sent[0]):
                 log.info(
@@ -199,8 +208,8 @@ class Autoscaler:
                     w.min,
                     self.cfg.manual_hold_s,
                 )
-                self._manual_until[w.hostname] = now + self.cfg.manual_hold_s
-                del self._commanded[w.hostname]
+                self._manual_until[key] = now + self.cfg.manual_hold_s
+                del self._commanded[key]
 
     def _act(
         self,
@@ -222,23 +231,33 @@ class Autoscaler:
                 log.info("%s: no demand; draining and stopping worker %s", m.name, w.hostname)
                 local.stop(m.name, drain=self._drainer(w.hostname, m.name))
             elif want > 0 and not local.present(m.name):
-                short = want - allocate.capacity(_slots(serving))
+                short = want - allocate.capacity(_slots(serving, local_pids))
                 if short > 0:
                     log.info("%s: starting a worker on this host (%d processes)", m.name, short)
                     local.start(m.name, short)
-        slots = _slots(workers)
+        slots = _slots(workers, local_pids)
         sizes = allocate.pool_sizes(desired, slots)
         for w in workers:
-            if not w.autoscale or now < self._manual_until.get(w.hostname, 0.0):
+            key = (w.hostname, w.pid)
+            if not w.autoscale or now < self._manual_until.get(key, 0.0):
                 continue
             n = sizes[w.hostname]
             if (w.max, w.min, w.processes) == (n, n, n):
                 continue
-            sent = self._commanded.get(w.hostname)
+            models = [q.removeprefix("autodep.") for q in w.queues]
+            if w.max == w.min and len(models) > 1 and all(
+                self.decisions[x].action == policy.HOLD for x in models if x in self.decisions
+            ):
+                continue  # a shared pool moves only on a decision, not on rounding its shares
+            sent = self._commanded.get(key)
             if sent is not None and sent[0] == n and now - sent[1] < RESEND_AFTER_S:
                 continue  # sent already; the record follows within a heartbeat
-            self._commanded[w.hostname] = (n, now)
-            if not self._pools.resize(w.hostname, n):
+            confirmed = False
+            try:
+                confirmed = self._pools.resize(w.hostname, n)
+            finally:
+                self._commanded[key] = (n, now, confirmed)
+            if not confirmed:
                 log.warning("worker %s did not confirm a pool of %d; retrying", w.hostname, n)
 
     def _drainer(self, hostname: str, model: str) -> Callable[[], None]:
@@ -292,19 +311,24 @@ class Autoscaler:
         state.publish(self._client, payload, self.cfg.interval_s)
 
 
-def _current(serving: list[status.WorkerRecord], queue: str) -> int:
+def _current(serving: list[status.WorkerRecord]) -> int:
     """Processes that serve the queue now: a worker of several models counts its share."""
     total = sum(w.processes / max(1, len(w.queues)) for w in serving)
     return max(1, round(total)) if serving and total > 0 else 0
 
 
-def _slots(workers: list[status.WorkerRecord]) -> list[allocate.WorkerSlot]:
+def _slots(
+    workers: list[status.WorkerRecord], own: dict[int, str] | None = None
+) -> list[allocate.WorkerSlot]:
+    """Allocation slots; a worker of our own (pid in `own`) may shrink to one process whatever
+    it was started with (it is started at the size a burst asked for)."""
+    own = own or {}
     return [
         allocate.WorkerSlot(
             hostname=w.hostname,
             models=tuple(q.removeprefix("autodep.") for q in w.queues),
             processes=w.processes,
-            low=max(1, w.declared_min),
+            low=1 if w.pid in own else max(1, w.declared_min),
             high=max(1, w.declared_max),
             resizable=w.autoscale,
         )
