@@ -21,13 +21,21 @@ from autodep_celery.bench import wrk
 from autodep_celery.config import ModelSettings
 from autodep_celery.web.publisher import RedisPublisher
 
-_REDIS_URL = re.compile(r"embedded Redis at (redis://\S+)")
+_REDIS_URL_FILE = re.compile(
+    r"embedded Redis at redis://\S+ .*the URL with its password is in (\S+)\)"
+)
 
 
 def broker_url_from_log(log: Path) -> str | None:
-    """The embedded Redis of the newest `autodep serve` in `log` (runs append to it)."""
-    found = _REDIS_URL.findall(log.read_text(errors="replace")) if log.exists() else []
-    return found[-1] if found else None
+    """The embedded Redis of the newest `autodep serve` in `log` (runs append to it): the log
+    shows its URL without the password, and names the private file that holds it."""
+    found = _REDIS_URL_FILE.findall(log.read_text(errors="replace")) if log.exists() else []
+    if not found:
+        return None
+    try:
+        return Path(found[-1]).read_text().strip() or None
+    except OSError:
+        return None
 
 
 def celery_round_trip_ms(broker_url: str, model: str, n: int = 300) -> dict[str, float]:

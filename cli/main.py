@@ -172,7 +172,11 @@ def serve(args: argparse.Namespace) -> int:
             settings = dataclasses.replace(
                 settings, broker=dataclasses.replace(settings.broker, url=url)
             )
-            log.info("embedded Redis at %s (no broker configured)", url)
+            log.info(
+                "embedded Redis at %s (no broker configured; the URL with its password is in %s)",
+                embedded_redis.redact(url),
+                workdir / embedded_redis.URL_FILE,
+            )
         env = launch.child_env(settings)
         enabled = settings.autoscaler.enabled
         local = LocalWorkers(settings, env, log_dir, autoscale=enabled)

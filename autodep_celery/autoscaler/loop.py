@@ -245,8 +245,12 @@ class Autoscaler:
             if (w.max, w.min, w.processes) == (n, n, n):
                 continue
             models = [q.removeprefix("autodep.") for q in w.queues]
-            if w.max == w.min and len(models) > 1 and all(
-                self.decisions[x].action == policy.HOLD for x in models if x in self.decisions
+            if (
+                w.max == w.min
+                and len(models) > 1
+                and all(
+                    self.decisions[x].action == policy.HOLD for x in models if x in self.decisions
+                )
             ):
                 continue  # a shared pool moves only on a decision, not on rounding its shares
             sent = self._commanded.get(key)

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import psutil
 import pytest
+import redis
 import requests
 
 from autodep_celery import config, processes
@@ -75,6 +78,12 @@ def test_serve_one_command_with_embedded_redis_and_no_orphans(
         )
         assert resp.status_code == 200, resp.text
         assert [e["label"][:6] for e in resp.json()[0]["Classification"]] == ["class_"] * 2
+        # the embedded Redis wants the password, which only the file the log names holds
+        url = _embedded_url(out_path.read_text())
+        password = urlsplit(url).password
+        assert password and redis.Redis.from_url(url).ping()
+        with pytest.raises(redis.AuthenticationError):
+            redis.Redis(port=urlsplit(url).port).ping()
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=60) == 0, out_path.read_text()
         deadline = wait_s(15)
@@ -88,10 +97,19 @@ def test_serve_one_command_with_embedded_redis_and_no_orphans(
                 break
             time.sleep(0.2)
         assert not left, f"orphans left behind: {left}"
+        # no log of any process shows the password (Celery's banner masks it, we redact it)
+        for path in [out_path, *sorted(log_dir.iterdir())]:
+            assert password not in path.read_text(errors="replace"), path.name
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def _embedded_url(log: str) -> str:
+    found = re.findall(r"embedded Redis at redis://:\*\*\*@\S+ .* is in (\S+)\)", log)
+    assert found, log
+    return Path(found[-1]).read_text().strip()
 
 
 def test_serve_reports_a_bad_config_clearly(workdir: Path) -> None:
