@@ -22,6 +22,9 @@ CONNECT_TIMEOUT_S = 2.0
 """Bound on connecting to the broker, so a dead broker is an error, not a hang."""
 MODEL_LOAD_TIMEOUT_S = 300.0
 """How long a new pool child may take to load and warm up its models."""
+UNACKED_MUTEX_EXPIRE_S = 10
+"""Lifetime of kombu's restore lock, so a worker killed while holding it delays restores by at
+most this much (kombu's default: 300 s)."""
 
 _default: Celery | None = None
 _lock = threading.Lock()
@@ -57,8 +60,7 @@ def make_celery(settings: Settings) -> Celery:
         broker_transport_options={
             "visibility_timeout": visibility,
             "socket_connect_timeout": CONNECT_TIMEOUT_S,
-            # restore unacked batches of a dead worker once they pass the visibility timeout
-            "unacked_restore_limit": 100,
+            **unacked_restore_options(visibility),
         },
         result_backend_transport_options={"visibility_timeout": visibility},
         task_queues=[
@@ -73,6 +75,40 @@ def make_celery(settings: Settings) -> Celery:
     )
     app.autodep_settings = settings  # our settings ride on the app: tasks and signals read them
     return app
+
+
+def unacked_restore_interval_s(visibility_timeout_s: float) -> float:
+    """How often each consuming worker looks for batches past the visibility timeout: a tenth
+    of it, within [1, 10] s. A lost batch comes back at most this long after the timeout."""
+    return min(10.0, max(1.0, visibility_timeout_s / 10.0))
+
+
+def unacked_restore_options(visibility_timeout_s: float) -> dict[str, float | int]:
+    """kombu's Redis transport options that bring a dead worker's batches back.
+
+    kombu 5.7 (kombu/transport/redis.py) restores them in ``QoS.restore_visible``: under a
+    Redis lock (``unacked_mutex_key``, auto-expiring after ``unacked_mutex_expire``), one
+    ``ZRANGE unacked_index BYSCORE`` of at most ``unacked_restore_limit`` delivery tags whose
+    delivery time is older than ``time() - visibility_timeout``, each put back on its queue.
+    An event-loop consumer (a Celery worker) calls it once when it registers with its hub
+    (``on_poll_init``) and then every ``unacked_restore_interval`` s (default 10,
+    ``register_with_event_loop``), but ``restore_visible`` scans only on every
+    ``unacked_restore_throttle``-th call (default 10): one scan per 100 s. With a 20 s
+    visibility timeout a lost batch came back after ~109 s. Throttle 1 makes the interval the
+    only control. Each scan costs each worker parent three commands (SET NX PX, ZRANGE with a
+    LIMIT, the lock's release script); a drain_events consumer without a hub (a remote-control
+    reply) also scans on each empty poll, i.e. at most once per poll timeout.
+    ``unacked_mutex_expire`` (default 300 s) only matters if a worker dies holding the lock: it
+    would stop every restore for 5 minutes; a scan takes milliseconds, and two overlapping scans
+    are safe (``restore_by_tag`` re-reads the message in a WATCH transaction).
+    """
+    interval = unacked_restore_interval_s(visibility_timeout_s)
+    return {
+        "unacked_restore_limit": 100,  # batches restored per scan
+        "unacked_restore_interval": interval,
+        "unacked_restore_throttle": 1,
+        "unacked_mutex_expire": UNACKED_MUTEX_EXPIRE_S,
+    }
 
 
 def task_time_limit_s(settings: Settings) -> float:
