@@ -93,7 +93,8 @@ class AutoscalerSettings:
     by measurement on a 2-core machine; see README, Autoscaling."""
 
     enabled: bool = True
-    """`autodep serve` runs the autoscaler; false gives fixed pools of min_workers processes."""
+    """`autodep serve` runs the autoscaler; false gives fixed pools (each model's min_workers,
+    else [worker] concurrency, else one process per core)."""
     min_workers: int = 1
     """Default of each model's min_workers: processes kept when idle (0 = scale to zero)."""
     max_workers: int = 0

@@ -165,3 +165,11 @@ def remove_worker(client: redis.Redis, hostname: str) -> None:
 def read_workers(client: redis.Redis, now: float | None = None) -> list[WorkerRecord]:
     """Live workers, sorted by hostname; long-dead records are deleted as a side effect."""
     return _read_live(client, WORKERS_KEY, WorkerRecord, now, sort_key=lambda r: r.hostname)
+
+
+def read_serving(client: redis.Redis, now: float | None = None) -> list[ProcStatus]:
+    """Live processes whose worker parent is live too. A frozen parent (SIGSTOP, a stuck event
+    loop) dispatches nothing, while its children keep their own heartbeats: without this,
+    readiness said 200 and requests waited for their deadline (504)."""
+    parents = {w.hostname for w in read_workers(client, now)}
+    return [p for p in read_all(client, now) if p.worker in parents]

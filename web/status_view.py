@@ -54,7 +54,7 @@ class RedisStatusView:
                 self._read_at = now
                 try:
                     client = self._conn()
-                    self._procs, self._error = status.read_all(client), None
+                    self._procs, self._error = status.read_serving(client), None
                     self._autoscaler = autoscaler_state.read(client)
                     self._startable = autoscaler_state.startable(self._autoscaler)
                 except (redis.RedisError, OSError) as exc:

@@ -52,9 +52,10 @@ class Stack:
         return redis.Redis.from_url(self.redis_url)
 
     def procs(self) -> list[status.ProcStatus]:
+        """Processes that serve: live, with a live worker parent (as the web sees them)."""
         client = self.redis()
         try:
-            return status.read_all(client)
+            return status.read_serving(client)
         finally:
             client.close()
 

@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from tests.integration.conftest import Stack, Web
-from tests.integration.support import b64, image_bytes, wait_s
+from tests.integration.support import b64, image_bytes, tiny_body, wait_s
 
 
 def slow_body(width: int, seed: int = 0) -> dict:
@@ -163,3 +163,42 @@ def test_both_gunicorn_worker_classes_serve_and_answer_health_while_busy(
             assert busy.result(timeout=120).status_code in (200, 504)
         assert health.status_code == 200
         assert computing and answered_s < 1.0
+
+
+def test_a_frozen_worker_is_not_ready_and_recovers(stack: Stack, web: Web) -> None:
+    """SIGSTOP of a worker's parent: its children keep their heartbeats but nothing is
+    dispatched to them. Within a few heartbeats the web stops counting them (a request gets
+    503 at once instead of waiting for its deadline), and after SIGCONT it serves again."""
+    from tests.integration.conftest import start_worker, wait_for_workers
+
+    child = start_worker(stack, "sleepy-frozen", ["sleepy"], 1)
+    body = {**tiny_body(), "model": "sleepy"}
+    try:
+        wait_for_workers(stack, {"sleepy": 1}, [child])
+        deadline = wait_s(10)
+        while web.post("/inference", json=body).status_code != 200:
+            assert time.monotonic() < deadline, "the new worker never served"
+            time.sleep(0.2)
+        os.kill(child.pid, signal.SIGSTOP)  # the Celery parent only
+
+        def listed() -> bool:
+            return any(k.startswith("sleepy-frozen@") for k in web.get("/workers/_status").json())
+
+        deadline = wait_s(15)
+        while listed():  # its children still write heartbeats; its own record goes stale
+            assert time.monotonic() < deadline, "a frozen worker still counted as serving"
+            time.sleep(0.2)
+        time.sleep(1.5)  # every web process's cached view (worker_check_interval_s) is past it
+        started = time.monotonic()
+        resp = web.post("/inference", json=body)
+        assert resp.status_code == 503 and resp.json()["error"]["code"] == "no_worker", resp.text
+        assert time.monotonic() - started < 5  # at once, not after the 30 s deadline
+        os.kill(child.pid, signal.SIGCONT)
+        deadline = wait_s(20)
+        while web.post("/inference", json=body).status_code != 200:
+            assert time.monotonic() < deadline, "the thawed worker never served again"
+            time.sleep(0.2)
+    finally:
+        os.kill(child.pid, signal.SIGCONT)
+        child.stop()
+        stack.workers.pop("sleepy-frozen", None)
