@@ -105,11 +105,21 @@ def start(
     workdir.mkdir(parents=True, exist_ok=True)
     os.chmod(workdir, 0o700)
     password = secrets.token_urlsafe(32)
-    conf = workdir / "redis.conf"
-    _write_private(conf, config_text(port, workdir, password))
-    child = processes.start("redis", [redis_server_binary(), str(conf)], log_path=log_path)
+    _write_private(workdir / "redis.conf", config_text(port, workdir, password))
     url = f"redis://:{password}@127.0.0.1:{port}/0"
     _write_private(workdir / URL_FILE, url + "\n")
+    return restart(workdir, log_path, timeout_s), url
+
+
+def restart(
+    workdir: Path, log_path: Path | None = None, timeout_s: float = 15.0
+) -> processes.Child:
+    """Start (again) the server `start` configured in `workdir`: same port and password, so
+    every client reconnects to the URL it has. What it held in memory is gone."""
+    url = (workdir / URL_FILE).read_text().strip()
+    port = urlsplit(url).port
+    conf = workdir / "redis.conf"
+    child = processes.start("redis", [redis_server_binary(), str(conf)], log_path=log_path)
     client = redis.Redis.from_url(url, socket_connect_timeout=0.5, socket_timeout=0.5)
 
     def pong() -> bool:
@@ -125,4 +135,4 @@ def start(
         raise
     finally:
         client.close()
-    return child, url
+    return child

@@ -19,11 +19,17 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from autodep_celery import config, embedded_redis, launch, logs, processes
-from autodep_celery.autoscaler.actuators import CeleryPools, LocalWorkers
+from autodep_celery.autoscaler.actuators import (
+    RESTART_BACKOFF_S,
+    STABLE_AFTER_S,
+    CeleryPools,
+    LocalWorkers,
+)
 from autodep_celery.autoscaler.loop import Autoscaler
 from autodep_celery.config import ConfigError, Settings
 
@@ -152,6 +158,8 @@ def serve(args: argparse.Namespace) -> int:
     if log_dir:
         log_dir.mkdir(parents=True, exist_ok=True)
     children: list[processes.Child] = []
+    restarters: dict[str, Callable[[], processes.Child]] = {}
+    """How to start each of `children` again when it dies (workers: LocalWorkers does it)."""
     workdir: Path | None = None
     local: LocalWorkers | None = None
     scaler: Autoscaler | None = None
@@ -165,10 +173,11 @@ def serve(args: argparse.Namespace) -> int:
     try:
         if not settings.broker.url:
             workdir = Path(tempfile.mkdtemp(prefix="autodep-redis-"))
-            child, url = embedded_redis.start(
-                workdir, log_path=log_dir / "redis.log" if log_dir else None
-            )
+            redis_log = log_dir / "redis.log" if log_dir else None
+            child, url = embedded_redis.start(workdir, log_path=redis_log)
             children.append(child)
+            redis_dir = workdir
+            restarters["redis"] = lambda: embedded_redis.restart(redis_dir, redis_log)
             settings = dataclasses.replace(
                 settings, broker=dataclasses.replace(settings.broker, url=url)
             )
@@ -187,10 +196,14 @@ def serve(args: argparse.Namespace) -> int:
         if enabled:
             scaler = _autoscaler(settings, local)
             scaler_thread = scaler.start_thread()
-        web = processes.start(
-            "web", launch.web_argv(), env=env, log_path=log_dir / "web.log" if log_dir else None
-        )
-        children.append(web)
+        web_log = log_dir / "web.log" if log_dir else None
+        web_env = env
+
+        def start_web() -> processes.Child:
+            return processes.start("web", launch.web_argv(), env=web_env, log_path=web_log)
+
+        children.append(start_web())
+        restarters["web"] = start_web
         base = f"http://{settings.web.host}:{settings.web.port}"
 
         def all_alive() -> bool:
@@ -211,11 +224,9 @@ def serve(args: argparse.Namespace) -> int:
             raise RuntimeError(f"{exc} ({why}; see the logs above or in --log-dir)") from None
         names = ", ".join(m.name for m in settings.models)
         print(f"autodep: serving {names} on {base}  (Ctrl-C stops)", flush=True)
+        supervisor = _Supervisor(children, restarters)
         while True:
-            for child in children:
-                if not child.alive():
-                    log.error("%s exited with code %s; stopping", child.name, child.proc.returncode)
-                    return 1
+            supervisor.check()
             if scaler is None:
                 local.supervise()  # the autoscaler does it when it runs
             time.sleep(0.5)
@@ -237,6 +248,51 @@ def serve(args: argparse.Namespace) -> int:
         processes.stop_all([c for c in children if c not in web_children])
         if workdir is not None:
             shutil.rmtree(workdir, ignore_errors=True)
+
+
+class _Supervisor:
+    """Restarts a child of `serve` that dies (the web tier, the embedded Redis), with backoff,
+    so one crash never stops the server; the model workers have LocalWorkers for this."""
+
+    def __init__(
+        self,
+        children: list[processes.Child],
+        restarters: dict[str, Callable[[], processes.Child]],
+    ) -> None:
+        self.children = children
+        self.restarters = restarters
+        self.deaths: dict[str, int] = {}
+        self.due: dict[str, float] = {}
+        self.started: dict[str, float] = {c.name: time.monotonic() for c in children}
+
+    def check(self) -> None:
+        now = time.monotonic()
+        for i, child in enumerate(self.children):
+            name = child.name
+            if child.alive():
+                if now - self.started.get(name, now) > STABLE_AFTER_S:
+                    self.deaths[name] = 0
+                continue
+            if name not in self.due:
+                deaths = self.deaths.get(name, 0)
+                wait = RESTART_BACKOFF_S[min(deaths, len(RESTART_BACKOFF_S) - 1)]
+                self.deaths[name] = deaths + 1
+                self.due[name] = now + wait
+                log.error(
+                    "%s exited with code %s; restarting in %.0f s",
+                    name,
+                    child.proc.returncode,
+                    wait,
+                )
+                child.stop(1.0)  # sweep what is left of its group (gunicorn's workers)
+            elif now >= self.due[name]:
+                del self.due[name]
+                try:
+                    self.children[i] = self.restarters[name]()
+                    self.started[name] = time.monotonic()
+                    log.info("%s restarted (pid %d)", name, self.children[i].pid)
+                except Exception as exc:  # try again after the next backoff
+                    log.error("restarting %s failed: %s", name, exc)
 
 
 def web(args: argparse.Namespace) -> int:

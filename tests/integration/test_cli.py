@@ -186,3 +186,64 @@ def test_worker_started_by_hand_joins(stack: Stack, web: Web, workdir: Path, how
     finally:
         child.stop()
     processes.wait_until(lambda: not listed(), 15, "the stopped worker leaving the list")
+
+
+def test_serve_restarts_its_web_tier_and_redis_when_they_die(
+    model_dir: Path, workdir: Path
+) -> None:
+    """SIGKILL the gunicorn master, then the embedded Redis: `autodep serve` starts each again
+    (Redis on its old port and password, so every client reconnects) and serves again."""
+    port = processes.free_port()
+    run_dir = workdir / "serve-supervised"
+    run_dir.mkdir()
+    out_path = _log(workdir, "serve-supervised-stdout")
+    with open(out_path, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "autodep_celery.cli", "serve", str(model_dir / "tiny.pt")]
+            + ["--port", str(port), "--log-dir", str(run_dir / "logs")],
+            cwd=run_dir,
+            env=clean_env(),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    base = f"http://127.0.0.1:{port}"
+    body = tiny_body()
+    body.pop("model")
+
+    def serves() -> bool:
+        try:
+            return requests.post(base + "/inference", json=body, timeout=10).status_code == 200
+        except requests.RequestException:
+            return False
+
+    def direct_child(word: str) -> psutil.Process:
+        for p in psutil.Process(proc.pid).children():
+            if any(word in part for part in p.cmdline()):
+                return p
+        raise AssertionError(f"no {word} child of autodep serve")
+
+    try:
+        deadline = wait_s(180)
+        while "serving tiny on" not in out_path.read_text():
+            assert proc.poll() is None, out_path.read_text()
+            assert time.monotonic() < deadline, out_path.read_text()
+            time.sleep(0.2)
+        assert serves()
+        for word in ("gunicorn", "redis-server"):
+            victim = direct_child(word)
+            victim.kill()
+            victim.wait(10)
+            deadline = wait_s(60)
+            while not serves():
+                assert proc.poll() is None, f"serve stopped after {word} died"
+                assert time.monotonic() < deadline, f"not serving again after {word} died"
+                time.sleep(0.5)
+            assert direct_child(word).pid != victim.pid
+        assert "restarted" in out_path.read_text()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
