@@ -157,8 +157,8 @@ class Autoscaler:
         except OSError:
             per_proc = MODEL_OVERHEAD_BYTES
         reserve = self.cfg.memory_reserve_mb * 1024 * 1024
-        if serving:
-            available = [w.mem_available for w in serving if w.mem_available]
+        if serving:  # one reading per host: two workers on one host share its memory
+            available = list({w.host: w.mem_available for w in serving if w.mem_available}.values())
         else:  # nothing serves it yet: a worker would start on this host
             available = [int(psutil.virtual_memory().available)]
         if not available:
