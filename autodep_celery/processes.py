@@ -146,3 +146,44 @@ def wait_until(
 def python_argv(*args: str) -> list[str]:
     """Run a module with this interpreter, so a venv's packages are the ones used."""
     return [sys.executable, *args]
+
+
+RESTART_BACKOFF_S = (1.0, 2.0, 5.0, 10.0, 30.0)
+"""Waits before starting again a process that died, growing with each death in a row."""
+STABLE_AFTER_S = 60.0
+"""A process that ran this long is forgiven its earlier deaths."""
+
+
+@dataclass
+class Restarts:
+    """When to start again, by name, a process that died: a growing backoff, forgiven after a
+    stable run. The one policy of `autodep serve`'s supervisor and the autoscaler's workers."""
+
+    clock: Callable[[], float] = time.monotonic
+    _deaths: dict[str, int] = field(default_factory=dict)
+    _due: dict[str, float] = field(default_factory=dict)
+    _started: dict[str, float] = field(default_factory=dict)
+
+    def started(self, name: str) -> None:
+        self._started[name] = self.clock()
+
+    def alive(self, name: str) -> None:
+        if self.clock() - self._started.get(name, self.clock()) > STABLE_AFTER_S:
+            self._deaths[name] = 0
+
+    def died(self, name: str) -> float | None:
+        """Schedule a restart; the wait when this death is new, None when already scheduled."""
+        if name in self._due:
+            return None
+        deaths = self._deaths.get(name, 0)
+        wait = RESTART_BACKOFF_S[min(deaths, len(RESTART_BACKOFF_S) - 1)]
+        self._deaths[name] = deaths + 1
+        self._due[name] = self.clock() + wait
+        return wait
+
+    def due(self, name: str) -> bool:
+        """True once, when the scheduled restart of `name` is due."""
+        if name in self._due and self.clock() >= self._due[name]:
+            del self._due[name]
+            return True
+        return False

@@ -24,12 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from autodep_celery import config, embedded_redis, launch, logs, processes
-from autodep_celery.autoscaler.actuators import (
-    RESTART_BACKOFF_S,
-    STABLE_AFTER_S,
-    CeleryPools,
-    LocalWorkers,
-)
+from autodep_celery.autoscaler.actuators import CeleryPools, LocalWorkers
 from autodep_celery.autoscaler.loop import Autoscaler
 from autodep_celery.config import ConfigError, Settings
 
@@ -261,23 +256,18 @@ class _Supervisor:
     ) -> None:
         self.children = children
         self.restarters = restarters
-        self.deaths: dict[str, int] = {}
-        self.due: dict[str, float] = {}
-        self.started: dict[str, float] = {c.name: time.monotonic() for c in children}
+        self.restarts = processes.Restarts()
+        for child in children:
+            self.restarts.started(child.name)
 
     def check(self) -> None:
-        now = time.monotonic()
         for i, child in enumerate(self.children):
             name = child.name
             if child.alive():
-                if now - self.started.get(name, now) > STABLE_AFTER_S:
-                    self.deaths[name] = 0
+                self.restarts.alive(name)
                 continue
-            if name not in self.due:
-                deaths = self.deaths.get(name, 0)
-                wait = RESTART_BACKOFF_S[min(deaths, len(RESTART_BACKOFF_S) - 1)]
-                self.deaths[name] = deaths + 1
-                self.due[name] = now + wait
+            wait = self.restarts.died(name)
+            if wait is not None:
                 log.error(
                     "%s exited with code %s; restarting in %.0f s",
                     name,
@@ -285,11 +275,10 @@ class _Supervisor:
                     wait,
                 )
                 child.stop(1.0)  # sweep what is left of its group (gunicorn's workers)
-            elif now >= self.due[name]:
-                del self.due[name]
+            elif self.restarts.due(name):
                 try:
                     self.children[i] = self.restarters[name]()
-                    self.started[name] = time.monotonic()
+                    self.restarts.started(name)
                     log.info("%s restarted (pid %d)", name, self.children[i].pid)
                 except Exception as exc:  # try again after the next backoff
                     log.error("restarting %s failed: %s", name, exc)

@@ -31,10 +31,6 @@ from autodep_celery.contract import POOL_CONTROL
 log = logging.getLogger(__name__)
 
 CONTROL_TIMEOUT_S = 2.0
-RESTART_BACKOFF_S = (1.0, 2.0, 5.0, 10.0, 30.0)
-"""Waits before restarting a worker that died, growing with each death in a row."""
-STABLE_AFTER_S = 60.0
-"""A worker that ran this long resets its backoff."""
 
 
 class CeleryPools:
@@ -69,10 +65,7 @@ class CeleryPools:
 class _Local:
     model: str
     child: processes.Child
-    started_at: float
     processes: int = 1
-    deaths: int = 0
-    restart_at: float | None = None
     stopping: bool = False
 
 
@@ -90,6 +83,10 @@ class LocalWorkers:
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _closed: bool = False
     """Set by stop_all: a step still running must not start a worker that nobody stops."""
+    _restarts: processes.Restarts = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._restarts = processes.Restarts(self.clock)
 
     def hostname(self, model: str) -> str:
         return f"{model}@{socket.gethostname()}"
@@ -128,9 +125,8 @@ class LocalWorkers:
         with self._lock:
             closed = self._closed
             if not closed:
-                old = self._workers.get(model)
-                deaths = old.deaths if old else 0
-                self._workers[model] = _Local(model, child, self.clock(), low, deaths=deaths)
+                self._workers[model] = _Local(model, child, low)
+                self._restarts.started(model)
         if closed:  # stop_all ran meanwhile: nobody else would stop this one
             child.stop()
             return
@@ -160,26 +156,24 @@ class LocalWorkers:
 
     def supervise(self) -> list[str]:
         """Restart workers that died (not being stopped) with backoff; returns what restarted."""
-        now = self.clock()
         restarted: list[str] = []
         with self._lock:
             workers = list(self._workers.items())
         for model, w in workers:
-            if w.stopping or w.child.alive():
-                if w.child.alive() and now - w.started_at > STABLE_AFTER_S:
-                    w.deaths = 0
+            if w.child.alive():
+                self._restarts.alive(model)
                 continue
-            if w.restart_at is None:
-                wait = RESTART_BACKOFF_S[min(w.deaths, len(RESTART_BACKOFF_S) - 1)]
-                w.restart_at = now + wait
-                w.deaths += 1
+            if w.stopping:
+                continue
+            wait = self._restarts.died(model)
+            if wait is not None:
                 log.error(
                     "worker %s exited with code %s; restarting in %.0f s",
                     model,
                     w.child.proc.returncode,
                     wait,
                 )
-            elif now >= w.restart_at:
+            elif self._restarts.due(model):
                 m = self.settings.model(model)
                 low = self.settings.pool_bounds(m)[0] if m else 1
                 self.start(model, max(1, low))

@@ -188,11 +188,12 @@ def test_worker_started_by_hand_joins(stack: Stack, web: Web, workdir: Path, how
     processes.wait_until(lambda: not listed(), 15, "the stopped worker leaving the list")
 
 
-def test_serve_restarts_its_web_tier_and_redis_when_they_die(
+def test_serve_restarts_its_web_tier_redis_and_workers_when_they_die(
     model_dir: Path, workdir: Path
 ) -> None:
-    """SIGKILL the gunicorn master, then the embedded Redis: `autodep serve` starts each again
-    (Redis on its old port and password, so every client reconnects) and serves again."""
+    """SIGKILL the gunicorn master, the embedded Redis, then the model's Celery worker:
+    `autodep serve` starts each again (Redis on its old port and password, so every client
+    reconnects) and serves again."""
     port = processes.free_port()
     run_dir = workdir / "serve-supervised"
     run_dir.mkdir()
@@ -229,7 +230,7 @@ def test_serve_restarts_its_web_tier_and_redis_when_they_die(
             assert time.monotonic() < deadline, out_path.read_text()
             time.sleep(0.2)
         assert serves()
-        for word in ("gunicorn", "redis-server"):
+        for word in ("gunicorn", "redis-server", "celery"):
             victim = direct_child(word)
             victim.kill()
             victim.wait(10)
