@@ -4,14 +4,11 @@ result until the request's deadline. Must not import torch.
 
 from __future__ import annotations
 
-import time
-from concurrent.futures import TimeoutError as FutureTimeout
-
 import orjson
-from flask import Blueprint, Response, g, request
+from flask import Blueprint, Response, request
 
 from autodep_celery import errors
-from autodep_celery.web import observe, routes, schema
+from autodep_celery.web import routes, run, schema
 from autodep_celery.web.openapi import operation
 from autodep_celery.web.responses import inference_body, json_response
 from autodep_celery.web.validation import parse_inference
@@ -44,25 +41,6 @@ def inference() -> Response:
         body = orjson.loads(request.get_data(cache=False))
     except orjson.JSONDecodeError as exc:
         raise errors.InvalidJSON(f"the body is not valid JSON: {exc}") from None
-    timeout_s = settings.web.request_timeout_s
-    deadline = time.time() + timeout_s
-    parsed = parse_inference(body, settings, deadline)
-    name = g.model = parsed.model.name
-    parsed.item["request_id"] = observe.request_id()
-    dispatcher = routes.dispatcher()
-    if not dispatcher.has_worker(name):
-        raise errors.NoWorker(
-            f"no worker is ready for model {name}; start one (autodep worker --models {name}) "
-            "or wait for it to finish loading"
-        )
-    future = dispatcher.submit(name, parsed.item)
-    try:
-        result = future.result(timeout=max(0.0, deadline - time.time()))
-    except FutureTimeout:
-        future.cancel()  # if still unsent, it is never sent; a late reply is dropped
-        raise errors.DeadlineExceeded(
-            f"model {name} did not answer within {timeout_s:g} s (web.request_timeout_s); "
-            "the workers are busy or slow: retry later, add workers or raise the timeout"
-        ) from None
-    routes.stats().result(name, result)
+    parsed = parse_inference(body, settings, run.deadline())
+    result = run.run_item(parsed.model.name, parsed.item, parsed.item["deadline"])
     return json_response(inference_body(result, parsed.task))
