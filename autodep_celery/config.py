@@ -58,6 +58,9 @@ class WebSettings:
     """gthread only: threads per process, the most requests one process serves at once."""
     request_timeout_s: float = 30.0
     """Deadline of a request, queue time included (docs/architecture.md §2.6)."""
+    read_timeout_s: float = 10.0
+    """gevent: a client socket that sends nothing this long while a request is read (slow
+    headers, a stalled body, an idle connection) is closed (docs/architecture.md §2.14)."""
     max_body_bytes: int = 32 * 1024 * 1024
     max_image_pixels: int = 40_000_000
     """Decoded images larger than this are refused with 413 (decompression bombs)."""
@@ -307,6 +310,7 @@ def _check(settings: Settings) -> Settings:
         "web.threads": w.threads,
         "web.connections": w.connections,
         "web.request_timeout_s": w.request_timeout_s,
+        "web.read_timeout_s": w.read_timeout_s,
         "web.max_body_bytes": w.max_body_bytes,
         "web.max_image_pixels": w.max_image_pixels,
         "broker.visibility_timeout_s": settings.broker.visibility_timeout_s,

@@ -53,6 +53,14 @@ class ImageTooLarge(ClientError):
     code = "image_too_large"
 
 
+class SlowClient(ClientError):
+    """The client sent its request too slowly (a read timed out, or the whole request outlived
+    request_timeout_s + read_timeout_s): the connection is closed so it cannot hold a slot."""
+
+    http_status = 408
+    code = "request_timeout"
+
+
 class UnknownModel(ClientError):
     http_status = 404
     code = "unknown_model"

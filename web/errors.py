@@ -10,7 +10,8 @@ import logging
 import re
 
 from flask import Flask, Response, request
-from werkzeug.exceptions import HTTPException
+from gunicorn.http.errors import ParseException
+from werkzeug.exceptions import ClientDisconnected, HTTPException
 
 from autodep_celery.errors import AutodepError
 from autodep_celery.web.responses import error_response
@@ -31,6 +32,8 @@ _CODES = {413: "body_too_large"}
 def register(app: Flask) -> None:
     app.register_error_handler(AutodepError, _autodep_error)
     app.register_error_handler(HTTPException, _http_error)
+    app.register_error_handler(TimeoutError, _slow_read)
+    app.register_error_handler(ParseException, _bad_framing)
     app.register_error_handler(Exception, _unexpected)
 
 
@@ -59,6 +62,10 @@ def _autodep_error(exc: AutodepError) -> Response:
 
 
 def _http_error(exc: HTTPException) -> Response:
+    if isinstance(exc, ClientDisconnected) and isinstance(
+        exc.__cause__ or exc.__context__, TimeoutError
+    ):
+        return _slow_read(TimeoutError())  # werkzeug's body stream wraps the socket timeout
     status = exc.code or 500
     code = _CODES.get(status) or re.sub(r"[^a-z0-9]+", "_", (exc.name or "error").lower()).strip(
         "_"
@@ -74,6 +81,27 @@ def _http_error(exc: HTTPException) -> Response:
     headers = dict(exc.get_headers())
     headers.pop("Content-Type", None)
     return error_response(code, message, status, headers)
+
+
+def _slow_read(exc: TimeoutError) -> Response:
+    # gunicorn's socket timed out while the app read the body (web.http_workers)
+    log.info("%s %s -> 408: the client stopped sending its body", request.method, request.path)
+    response = error_response(
+        "request_timeout",
+        "the request body stopped arriving for web.read_timeout_s; send it at once",
+        408,
+    )
+    response.headers["Connection"] = "close"
+    return response
+
+
+def _bad_framing(exc: ParseException) -> Response:
+    # gunicorn parses a chunked body lazily, while the app reads it
+    response = error_response(
+        "bad_request", f"the request body's framing is invalid: {exc}; send valid HTTP/1.1", 400
+    )
+    response.headers["Connection"] = "close"
+    return response
 
 
 def _unexpected(exc: Exception) -> Response:

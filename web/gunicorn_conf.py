@@ -27,6 +27,7 @@ from gunicorn.glogging import Logger as _GunicornLogger
 # Aliased: a module-level name `config` would be read as gunicorn's own `config` setting.
 from autodep_celery import config as _config
 from autodep_celery import logs as _logs
+from autodep_celery.web import http_workers as _http_workers
 
 _MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 _settings = _config.load()
@@ -34,8 +35,15 @@ _web = _settings.web
 _owned_dir: list[str] = []
 """The metrics directory this master created (and removes on exit)."""
 
+_http_workers.READ_TIMEOUT_S = _web.read_timeout_s
+_http_workers.REQUEST_LIMIT_S = _web.request_timeout_s + _web.read_timeout_s
+
 bind = [f"{_web.host}:{_web.port}"]
-worker_class = _web.worker_class
+# gunicorn's own, with read timeouts and JSON error pages (web.http_workers)
+worker_class = {
+    "gevent": "autodep_celery.web.http_workers.GeventWorker",
+    "gthread": "autodep_celery.web.http_workers.ThreadWorker",
+}.get(_web.worker_class, _web.worker_class)
 workers = _web.processes
 threads = _web.threads  # gthread only; gevent ignores it
 worker_connections = _web.connections
