@@ -19,8 +19,7 @@ from autodep_celery.web.responses import error_response
 log = logging.getLogger(__name__)
 
 _HTTP_HINTS = {
-    404: "no such route; the API has POST /inference, GET /workers, GET /workers/_status, "
-    "GET /workers/_info, GET /health, GET /ready and GET /metrics; GET /docs lists them all",
+    404: "no such route; GET /openapi.json lists every route (browsable at GET /docs)",
     413: "the request body is larger than web.max_body_bytes ({limit} bytes); send a smaller image",
     415: "send the body as JSON with Content-Type: application/json",
 }
