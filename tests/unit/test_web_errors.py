@@ -182,7 +182,7 @@ def test_non_json_content_type_is_415(content_type):
 
 def test_unknown_route_is_json_404():
     client, _ = client_for()
-    check(client.get("/nope"), 404, "not_found", "/inference")
+    check(client.get("/nope"), 404, "not_found", "/openapi.json")
 
 
 def test_wrong_method_is_json_405_with_allow():
