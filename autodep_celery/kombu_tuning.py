@@ -1,16 +1,30 @@
-"""One fix to kombu's Redis transport, applied by :func:`celery_app.make_celery`.
+"""Two fixes to kombu's Redis transport, applied by :func:`celery_app.make_celery`.
 
-kombu builds a new ``redis.Redis`` object (over its shared connection pool) for every publish
-and every ack. With redis-py 8, building one copies ~200 response callbacks: py-spy put it at
-~25% of a Celery worker parent's CPU under load and ~0.5 ms per ``send_task`` in the web tier.
-The object owns no connection (each command borrows one from the pool), so one object per
-channel is equivalent and thread-safe. Asynchronous (polling) clients are left as they are.
+The client cache: kombu builds a new ``redis.Redis`` object (over its shared connection pool)
+for every publish and every ack. With redis-py 8, building one copies ~200 response callbacks:
+py-spy put it at ~25% of a Celery worker parent's CPU under load and ~0.5 ms per ``send_task``
+in the web tier. The object owns no connection (each command borrows one from the pool), so one
+object per channel is equivalent and thread-safe. Asynchronous (polling) clients are left as
+they are.
+
+A Redis that refuses writes (``maxmemory`` reached with ``noeviction``, a replica turned
+read-only): kombu records each delivered message in its unacked index (ZADD + HSET), acks with
+ZREM + HDEL in MULTI, and takes a lock (SET NX) to restore; Redis refuses all of them, and the
+error, not being a connection error, stopped the whole Celery worker ("Unrecoverable error") and
+lost the message it had just popped. Now the message is still delivered and computed, only
+without the record that would restore it after a crash (a warning says so); an ack that Redis
+refuses leaves the record, so the message is restored and computed once more later (at least
+once); and the periodic restore is skipped until Redis takes writes again
+(tests/fault/test_redis_and_web_faults.py).
 """
 
 from __future__ import annotations
 
 import functools
+import logging
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 _MARK = "_autodep_client_cache"
 
@@ -38,4 +52,48 @@ def install() -> None:
         return cached
 
     channel._create_client = _create_client  # type: ignore[method-assign]  # the patch itself
+    channel.QoS = _tolerant_qos(kombu_redis.QoS)
     setattr(channel, _MARK, True)
+
+
+def _tolerant_qos(base: Any) -> Any:
+    import redis
+    from kombu.transport import virtual
+
+    refused = (redis.exceptions.OutOfMemoryError, redis.exceptions.ReadOnlyError)
+
+    class QoS(base):  # type: ignore[misc, valid-type]  # kombu is untyped
+        def append(self, message: Any, delivery_tag: Any) -> None:
+            try:
+                super().append(message, delivery_tag)
+            except refused as exc:
+                log.warning(
+                    "Redis refuses writes (%s): message %s is computed without the record "
+                    "that would restore it if this worker died",
+                    exc,
+                    delivery_tag,
+                )
+                virtual.QoS.append(self, message, delivery_tag)
+
+        def ack(self, delivery_tag: Any) -> None:
+            try:
+                super().ack(delivery_tag)
+            except refused as exc:
+                # its record (if any) stays; it is restored and computed again later
+                log.warning("Redis refuses writes (%s): message %s not acked", exc, delivery_tag)
+                virtual.QoS.ack(self, delivery_tag)
+
+        def reject(self, delivery_tag: Any, requeue: bool = False) -> None:
+            try:
+                super().reject(delivery_tag, requeue=requeue)
+            except refused as exc:
+                log.warning("Redis refuses writes (%s): message %s not rejected", exc, delivery_tag)
+                virtual.QoS.ack(self, delivery_tag)
+
+        def restore_visible(self, *args: Any, **kwargs: Any) -> None:
+            try:
+                super().restore_visible(*args, **kwargs)
+            except refused as exc:
+                log.warning("Redis refuses writes (%s): unacked messages restored later", exc)
+
+    return QoS
