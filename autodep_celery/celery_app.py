@@ -57,6 +57,8 @@ def make_celery(settings: Settings) -> Celery:
         # a hung forward pass must not hold its child (and its batch) forever; past the
         # request deadline nobody waits for the answer anyway
         task_time_limit=task_time_limit_s(settings),
+        # prefork, with that limit not counting time the worker was stopped (worker.pool)
+        worker_pool="autodep_celery.worker.pool:TaskPool",
         broker_transport_options={
             "visibility_timeout": visibility,
             "socket_connect_timeout": CONNECT_TIMEOUT_S,

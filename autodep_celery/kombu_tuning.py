@@ -62,7 +62,7 @@ def _tolerant_qos(base: Any) -> Any:
 
     refused = (redis.exceptions.OutOfMemoryError, redis.exceptions.ReadOnlyError)
 
-    class QoS(base):  # type: ignore[misc, valid-type]  # kombu is untyped
+    class QoS(base):  # type: ignore[misc]  # kombu is untyped
         def append(self, message: Any, delivery_tag: Any) -> None:
             try:
                 super().append(message, delivery_tag)
@@ -73,7 +73,7 @@ def _tolerant_qos(base: Any) -> Any:
                     exc,
                     delivery_tag,
                 )
-                virtual.QoS.append(self, message, delivery_tag)
+                virtual.QoS.append(self, message, delivery_tag)  # type: ignore[no-untyped-call]
 
         def ack(self, delivery_tag: Any) -> None:
             try:
@@ -81,14 +81,14 @@ def _tolerant_qos(base: Any) -> Any:
             except refused as exc:
                 # its record (if any) stays; it is restored and computed again later
                 log.warning("Redis refuses writes (%s): message %s not acked", exc, delivery_tag)
-                virtual.QoS.ack(self, delivery_tag)
+                virtual.QoS.ack(self, delivery_tag)  # type: ignore[no-untyped-call]
 
         def reject(self, delivery_tag: Any, requeue: bool = False) -> None:
             try:
                 super().reject(delivery_tag, requeue=requeue)
             except refused as exc:
                 log.warning("Redis refuses writes (%s): message %s not rejected", exc, delivery_tag)
-                virtual.QoS.ack(self, delivery_tag)
+                virtual.QoS.ack(self, delivery_tag)  # type: ignore[no-untyped-call]
 
         def restore_visible(self, *args: Any, **kwargs: Any) -> None:
             try:

@@ -51,8 +51,9 @@ def worker_argv(
         name,
         "-c",
         str(conc),
-        "-P",
-        pool,
+        # prefork: the app's worker_pool, prefork with time limits that skip frozen time
+        # (worker.pool); Celery's -P accepts only its own names
+        *([] if pool == "prefork" else ["-P", pool]),
         "--loglevel",
         loglevel or settings.log.level,
         "--without-gossip",

@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 from celery import Celery, signals
+from celery.concurrency import get_implementation, prefork
 
 from autodep_celery.celery_app import settings_of
 from autodep_celery.config import Settings, queue_name
@@ -49,13 +50,19 @@ def served_models(settings: Settings, queues: list[str]) -> list[str]:
     return [m.name for m in settings.models if queue_name(m.name) in names]
 
 
+def _pool_name(pool: Any) -> str:
+    """ "prefork" for Celery's prefork pool and subclasses (worker.pool's), else the pool's
+    module; `pool` is a name ("solo", "module:Class") at worker_init, a class from then on."""
+    cls = get_implementation(pool) if isinstance(pool, str) else pool
+    return "prefork" if issubclass(cls, prefork.TaskPool) else str(cls.__module__)
+
+
 def _remember(worker: Any) -> None:
     app = worker.app
     _ctx.app = app
     _ctx.hostname = worker.hostname
     _ctx.parent_pid = os.getpid()
-    pool = worker.pool_cls  # a name ("solo") at worker_init, a class from then on
-    _ctx.pool = pool if isinstance(pool, str) else pool.__module__
+    _ctx.pool = _pool_name(worker.pool_cls)
     concurrency = worker.concurrency
     autoscale = getattr(worker, "autoscale", None)
     if autoscale:  # threads per child are sized for the largest pool the worker may grow to
