@@ -10,10 +10,11 @@ from __future__ import annotations
 import logging
 import threading
 
+import redis
 from celery import Celery
 from kombu.entity import Queue
 
-from autodep_celery import config, kombu_tuning
+from autodep_celery import config, kombu_tuning, model_registry
 from autodep_celery.config import Settings
 
 log = logging.getLogger(__name__)
@@ -125,9 +126,29 @@ def settings_of(app: Celery) -> Settings:
 
 
 def default_app() -> Celery:
-    """The process-wide app, built on first use from config file and environment."""
+    """The process-wide app, built on first use from config file and environment, with the
+    models registered at runtime (a worker started for one finds its settings)."""
     global _default
     with _lock:
         if _default is None:
-            _default = make_celery(config.load())
+            _default = make_celery(with_registry(config.load()))
         return _default
+
+
+def with_registry(settings: Settings) -> Settings:
+    """`settings` with the model registry merged in (autodep_celery.model_registry); config's
+    models alone, with a warning, when Redis cannot be read."""
+    if not settings.management.enabled:
+        return settings
+    client = redis.Redis.from_url(
+        settings.result_url,
+        socket_timeout=CONNECT_TIMEOUT_S,
+        socket_connect_timeout=CONNECT_TIMEOUT_S,
+    )
+    try:
+        return model_registry.effective(settings, client)
+    except (redis.RedisError, OSError) as exc:
+        log.warning("cannot read the model registry (%s); serving config's models only", exc)
+        return settings
+    finally:
+        client.close()

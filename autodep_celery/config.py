@@ -33,10 +33,11 @@ DEFAULT_BROKER_URL = "redis://127.0.0.1:6379/0"
 
 WORKER_CLASSES = ("gevent", "gthread")
 TASKS = task_types.NAMES
-"""What ``models.task`` may name: every registered task type, served or not yet (Tensor)."""
+"""What ``models.task`` may name: every registered task type."""
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 _MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+MODEL_NAME_RULE = "1-64 letters, digits, '_', '-' or '.', starting with a letter or digit"
 
 
 class ConfigError(ValueError):
@@ -60,7 +61,7 @@ class WebSettings:
     """Deadline of a request, queue time included (docs/architecture.md §2.6)."""
     read_timeout_s: float = 10.0
     """gevent: a client socket that sends nothing this long while a request is read (slow
-    headers, a stalled body, an idle connection) is closed (docs/architecture.md §2.14)."""
+    headers, a stalled body, an idle connection) is closed (docs/architecture.md §2.17)."""
     max_body_bytes: int = 32 * 1024 * 1024
     max_image_pixels: int = 40_000_000
     """Decoded images larger than this are refused with 413 (decompression bombs)."""
@@ -124,6 +125,17 @@ class AutoscalerSettings:
     scale to zero and models without a worker); `autodep serve` always does."""
     drain_timeout_s: float = 30.0
     """Longest wait for a worker being stopped to finish its batches before it is stopped."""
+
+
+@dataclass(frozen=True)
+class JobsSettings:
+    """Asynchronous jobs (POST /jobs, GET /jobs/<id>; autodep_celery.jobs)."""
+
+    result_ttl_s: float = 3600.0
+    """How long a finished job (its result or error) stays readable."""
+    timeout_s: float = 3600.0
+    """A job's deadline, queue time included: a job no worker has finished by then fails with
+    deadline_exceeded (web.request_timeout_s bounds synchronous requests only)."""
 
 
 @dataclass(frozen=True)
@@ -321,6 +333,8 @@ def _check(settings: Settings) -> Settings:
         "autoscaler.target_backlog_per_process": a.target_backlog_per_process,
         "autoscaler.max_queue_wait_s": a.max_queue_wait_s,
         "autoscaler.drain_timeout_s": a.drain_timeout_s,
+        "jobs.result_ttl_s": settings.jobs.result_ttl_s,
+        "jobs.timeout_s": settings.jobs.timeout_s,
     }
     not_negative = {
         "autoscaler.min_workers": a.min_workers,
@@ -354,6 +368,8 @@ def _check(settings: Settings) -> Settings:
     _check_device("worker.device", settings.worker.device)
     _check_urls(settings.broker)
     _check_log(settings.log)
+    if not settings.management.model_store.strip():
+        raise ConfigError('management.model_store must name a directory, e.g. "models"')
     seen: set[str] = set()
     for i, m in enumerate(settings.models):
         where = f"models[{i}] ({m.name})"
@@ -554,6 +570,17 @@ def load(
             extra.append(model_from_path(mp))
         settings = _check(dataclasses.replace(settings, models=settings.models + tuple(extra)))
     return settings
+
+
+def is_model_name(name: str) -> bool:
+    """A valid model name (MODEL_NAME_RULE): it names a queue, a URL segment and a log field."""
+    return bool(_MODEL_NAME.match(name))
+
+
+def check_model(settings: Settings, model: ModelSettings) -> None:
+    """Validate one model as if it were the only [[models]] entry of `settings` (a model
+    registered at runtime); raises ConfigError."""
+    _check(dataclasses.replace(settings, models=(model,)))
 
 
 def check_model_files(settings: Settings) -> None:

@@ -14,10 +14,13 @@ An item is one request::
     {"kind": "image", "task": "ImageClassification", "top_n": 5, "image": b"<png/jpeg bytes>",
      "deadline": 1763771234.5, "request_id": "<X-Request-ID>"}
     {"kind": "text", "task": "TextToText", "text": "hello", "deadline": ..., "request_id": ...}
+    {"kind": "args", "task": "Tensor", "args": [<wire value>, ...], "deadline": ..., ...}
 
 ``kind`` is the task type's input kind and names the field that holds the input; further
 fields are the type's options (``top_n``). Both come from :mod:`autodep_celery.task_types`.
 ``request_id`` (optional) is the HTTP request's id; the worker logs it with the batch.
+``job`` (optional) is the id of the asynchronous job the item belongs to (POST /jobs): the
+worker records the job's state and result under ``job_key(job)`` (autodep_celery.jobs).
 
 The reply (the task's return value, also pushed to ``reply_to`` when set)::
 
@@ -31,6 +34,10 @@ or, when the whole batch failed before any item ran, ``{"v": 1, "batch_id": ...,
     {"Classification": [{"probability": 0.9, "label": "tench"}, ...]}
     {"B64Image": {"image": b"<png>", "height": 224, "width": 224}}
     {"Text": "..."}
+    {"Tensor": <wire value>}
+
+Tensor's ``args`` hold one wire value (:mod:`autodep_celery.typed`: tensors as raw bytes) per
+``forward()`` argument, and its output is forward's return value as one wire value.
 """
 
 from __future__ import annotations
@@ -76,6 +83,20 @@ wait, last decision), written every interval with a TTL; read by GET /autoscaler
 SCALE_KEY_PREFIX = KEY_PREFIX + "scale:"
 """``autodep:scale:<model>`` -> a pool size pinned by hand (`autodep scale MODEL N`)."""
 
+REGISTRY_KEY = KEY_PREFIX + "registry"
+"""Redis hash: field ``<model name>`` -> JSON entry of a model registered, changed or removed at
+runtime through /management, merged over config.toml's models (autodep_celery.model_registry)."""
+
+SCHEMA_KEY_PREFIX = KEY_PREFIX + "schema:"
+"""``autodep:schema:<model>`` -> JSON ``{"inputs": [{"name", "type", "default"}], "output":
+"<type>"}``: the model's TorchScript forward() signature, written by a worker when it loads the
+model (worker.schemas), read by the web tier for the Open Inference Protocol (no torch there)."""
+
+
+def schema_key(model: str) -> str:
+    return SCHEMA_KEY_PREFIX + model
+
+
 POOL_CONTROL = "autodep_autoscale"
 """Remote-control command: Celery's ``autoscale`` plus an immediate pool maintenance, so a
 grown pool forks its children now instead of at the pool's next 5 s timer."""
@@ -83,13 +104,16 @@ grown pool forks its children now instead of at the pool's next 5 s timer."""
 
 class Item(TypedDict, total=False):
     kind: str
-    """An input kind of autodep_celery.task_types: "image" or "text"."""
+    """An input kind of autodep_celery.task_types: "image", "text" or "args"."""
     task: str
     top_n: int
     image: bytes
     text: str
+    args: list[Any]
+    """Tensor: one wire value (autodep_celery.typed) per forward() argument."""
     deadline: float
     request_id: str
+    job: str
 
 
 class Batch(TypedDict):
@@ -102,6 +126,11 @@ class Batch(TypedDict):
 
 def reply_key(token: str) -> str:
     return f"{KEY_PREFIX}reply:{token}"
+
+
+def job_key(job_id: str) -> str:
+    """``autodep:job:<id>``: the Redis hash of one asynchronous job (autodep_celery.jobs)."""
+    return f"{KEY_PREFIX}job:{job_id}"
 
 
 def attempts_key(batch_id: str) -> str:
@@ -136,6 +165,12 @@ def image_item(task: str, image: bytes, deadline: float, top_n: int | None = Non
 def text_item(text: str, deadline: float, task: str = "TextToText") -> Item:
     """An item of a text task type (make_item's shorthand for tests and tools)."""
     return make_item(task_types.REGISTRY[task], text, deadline)
+
+
+def args_item(args: list[Any], deadline: float, task: str = "Tensor") -> Item:
+    """An item of an args task type: one wire value per forward() argument (make_item's
+    shorthand for protocol routes, tests and tools)."""
+    return make_item(task_types.REGISTRY[task], args, deadline)
 
 
 def batch_label(model: str, items: int) -> str:

@@ -55,6 +55,8 @@ class ProcStatus:
     rss_bytes: int = 0
     ready: bool = False
     """True once the models are loaded and warmed up."""
+    started: float = 0.0
+    """Unix time the process started serving (TorchServe's describe shows it as startTime)."""
     ts: float = 0.0
     heartbeat_s: float = 2.0
 

@@ -18,6 +18,9 @@ IMAGE = "image"
 """Input kind: the bytes of an image file (PNG, JPEG, ...) in the item's ``image`` field."""
 TEXT = "text"
 """Input kind: a string in the item's ``text`` field."""
+ARGS = "args"
+"""Input kind: a list of wire values (autodep_celery.typed), one per ``forward()`` argument, in
+the item's ``args`` field."""
 
 
 @dataclass(frozen=True)
@@ -29,6 +32,9 @@ class TaskType:
     is reserved (config accepts it) but no request can ask for it yet."""
     options: tuple[str, ...] = ()
     """Further item fields the type reads (ImageClassification: ``top_n``)."""
+    raw: bool = False
+    """The model is called as it is, without pre- or post-processing: any model takes it,
+    whatever its configured ``task`` (Tensor)."""
 
     @property
     def served(self) -> bool:
@@ -39,7 +45,7 @@ TYPES = (
     TaskType("ImageClassification", IMAGE, options=("top_n",)),
     TaskType("ImageToImage", IMAGE),
     TaskType("TextToText", TEXT),
-    TaskType("Tensor", None),  # not yet: accepted in config, refused in requests (a later issue)
+    TaskType("Tensor", ARGS, raw=True),
 )
 REGISTRY = {t.name: t for t in TYPES}
 

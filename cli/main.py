@@ -183,9 +183,10 @@ def serve(args: argparse.Namespace) -> int:
             )
         env = launch.child_env(settings)
         enabled = settings.autoscaler.enabled
-        local = LocalWorkers(settings, env, log_dir, autoscale=enabled)
-        for m in settings.models:
-            low = settings.pool_bounds(m)[0]
+        served = _with_registry(settings)  # models registered through /management before
+        local = LocalWorkers(served, env, log_dir, autoscale=enabled)
+        for m in served.models:
+            low = served.pool_bounds(m)[0]
             if low > 0 or not enabled:
                 local.start(m.name, low)
         if enabled:
@@ -207,7 +208,7 @@ def serve(args: argparse.Namespace) -> int:
         processes.wait_until(lambda: _http_ok(base + "/health"), 60, "web", alive=all_alive)
         try:
             processes.wait_until(
-                lambda: _http_ok(base + "/ready"),
+                lambda: not served.models or _http_ok(base + "/ready"),
                 READY_TIMEOUT_S,
                 "model workers",
                 interval_s=0.5,
@@ -217,8 +218,10 @@ def serve(args: argparse.Namespace) -> int:
             dead = [c.name for c in children if not c.alive()]
             why = f"{', '.join(dead)} exited" if dead else _http_text(base + "/ready")
             raise RuntimeError(f"{exc} ({why}; see the logs above or in --log-dir)") from None
-        names = ", ".join(m.name for m in settings.models)
+        names = ", ".join(m.name for m in served.models) or "no model yet"
         print(f"autodep: serving {names} on {base}  (Ctrl-C stops)", flush=True)
+        if not served.models:
+            print(f"autodep: register one: curl -X POST '{base}/management/models?url=FILE.pt'")
         supervisor = _Supervisor(children, restarters)
         while True:
             supervisor.check()
@@ -293,7 +296,7 @@ def web(args: argparse.Namespace) -> int:
 
 
 def worker(args: argparse.Namespace) -> int:
-    settings = _settings(args)
+    settings = _with_registry(_settings(args))
     names = (
         [n.strip() for n in args.models.split(",")]
         if args.models
@@ -320,6 +323,13 @@ def worker(args: argparse.Namespace) -> int:
     )
     os.execve(argv[0], argv, launch.child_env(settings))
     return 0  # pragma: no cover
+
+
+def _with_registry(settings: Settings) -> Settings:
+    """With the models registered at runtime (/management), when Redis answers."""
+    from autodep_celery.celery_app import with_registry  # imports Celery: only when needed
+
+    return with_registry(settings)
 
 
 def _autoscaler(settings: Settings, local: LocalWorkers | None) -> Autoscaler:

@@ -11,16 +11,22 @@ from flask import Flask
 
 from autodep_celery import config
 from autodep_celery.config import Settings
-from autodep_celery.web import errors, observe
+from autodep_celery.web import errors, model_table, observe
 from autodep_celery.web.interfaces import DispatcherProtocol, StatusView
 from autodep_celery.web.metrics import Metrics
 from autodep_celery.web.routes import (
     EXTENSION,
     autoscaler,
+    classify,
     docs,
     health,
     inference,
+    jobs,
+    management,
     metrics,
+    oip,
+    torchserve,
+    torchserving,
     workers,
 )
 
@@ -34,6 +40,7 @@ def create_app(
     `status` view lends its own (FakeDispatcher.status_view)."""
     settings = config.load() if settings is None else settings
     stats = Metrics(settings)
+    wired = dispatcher is None
     if dispatcher is None:
         from autodep_celery.web import wiring  # pulls in redis/msgpack only when needed
 
@@ -48,9 +55,25 @@ def create_app(
         "dispatcher": dispatcher,
         "status": status,
         "metrics": stats,
+        "models": model_table.build(settings, dispatcher, stats.set_settings, from_redis=wired),
     }
     errors.register(app)
     observe.register(app, stats)
-    for module in (inference, workers, health, autoscaler, metrics, docs):
+    for module in (
+        inference,
+        workers,
+        health,
+        autoscaler,
+        metrics,
+        docs,
+        torchserve,
+        classify,
+        torchserving,
+        jobs,
+        oip,
+    ):
         app.register_blueprint(module.bp)
+    if settings.management.enabled:
+        app.register_blueprint(management.bp)
     return app
+

@@ -14,6 +14,7 @@ import torch or Flask.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import queue
@@ -21,7 +22,7 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass, field
 from typing import Any
@@ -53,6 +54,9 @@ class _Entry:
     future: Future[dict[str, Any]]
     arrived: float
     """Monotonic time the dispatcher received it; batch delay counts from the first entry."""
+    on_sent: Callable[[], None] | None = None
+    """Called on the dispatcher thread once the entry's batch is in the broker (POST /jobs
+    answers only then); a failed send fails the future instead."""
 
 
 @dataclass
@@ -168,7 +172,9 @@ class Dispatcher:
         self._started = False
 
     # ---- request threads ---------------------------------------------------------------------
-    def submit(self, model: str, item: Item) -> Future[dict[str, Any]]:
+    def submit(
+        self, model: str, item: Item, on_sent: Callable[[], None] | None = None
+    ) -> Future[dict[str, Any]]:
         ms = self._models.get(model)
         if ms is None:
             raise errors.UnknownModel(f"unknown model {model!r}; served: {', '.join(self._models)}")
@@ -184,7 +190,7 @@ class Dispatcher:
             self._outstanding[model] = n + 1
         future: Future[dict[str, Any]] = Future()
         future.add_done_callback(lambda _f: self._release(model))
-        self._inbox.put(("submit", model, _Entry(item, future, self._clock())))
+        self._inbox.put(("submit", model, _Entry(item, future, self._clock(), on_sent)))
         return future
 
     def _release(self, model: str) -> None:
@@ -196,6 +202,17 @@ class Dispatcher:
             return 0  # nothing submitted in this process yet
         with self._lock:
             return self._outstanding.get(model, 0)
+
+    def set_models(self, models: Iterable[ModelSettings]) -> None:
+        """Serve exactly `models` from now on (web.model_table calls it when the registry
+        changes). A new model takes items at once; a removed one refuses new items (404), its
+        unsent items fail with 404 and its batches in flight are answered or expire. A kept
+        model's new settings (batch size, delay, max_queue) apply from its next batch."""
+        table = {m.name: m for m in models}
+        with self._start_lock:
+            self._models = table
+            if self._started:
+                self._inbox.put(("models", "", table))
 
     def has_worker(self, model: str) -> bool:
         if model in models_with_workers(self._view.procs()) or model in self._view.startable():
@@ -230,7 +247,7 @@ class Dispatcher:
         with self._lock:
             outstanding = dict(self._outstanding)
         out: dict[str, dict[str, float]] = {}
-        for name, state in self._states.items():
+        for name, state in list(self._states.items()):  # set_models may change it meanwhile
             pending = len(state.pending)
             try:
                 oldest = now - state.pending[0].arrived if pending else 0.0
@@ -289,7 +306,17 @@ class Dispatcher:
 
     def _handle(self, msg: tuple[Any, ...]) -> None:
         kind, model = msg[0], msg[1]
-        state = self._states[model]
+        if kind == "models":
+            self._apply_models(msg[2])
+            return
+        state = self._states.get(model)
+        if state is None:  # registered, or unregistered, while this message was on its way
+            ms = self._models.get(model)
+            if ms is None:
+                if kind == "submit":
+                    _fail([msg[2].future], functools.partial(_unregistered, model))
+                return
+            state = self._states[model] = _ModelState(ms)
         if kind == "submit":
             state.pending.append(msg[2])
         elif kind == "done":
@@ -301,6 +328,23 @@ class Dispatcher:
                 rtt = self._clock() - sent
                 state.rtt_s = rtt if not state.rtt_s else 0.8 * state.rtt_s + 0.2 * rtt
             state.forget(msg[2])
+            if model not in self._models and not state.in_flight:
+                self._states.pop(model, None)  # unregistered, and its last batch is back
+
+    def _apply_models(self, table: dict[str, ModelSettings]) -> None:
+        """The dispatcher thread's half of set_models."""
+        for name, ms in table.items():
+            state = self._states.get(name)
+            if state is None:
+                self._states[name] = _ModelState(ms)
+            else:
+                state.settings = ms
+        for name in [n for n in self._states if n not in table]:
+            state = self._states[name]
+            _fail([e.future for e in state.pending], functools.partial(_unregistered, name))
+            state.pending.clear()
+            if not state.in_flight:
+                del self._states[name]
 
     def _limit(self, model: str) -> int:
         # This process's share of the model's worker processes, plus one batch queued behind
@@ -356,7 +400,10 @@ class Dispatcher:
         batch = contract.make_batch(ms.name, batch_id, self.reply_to, [e.item for e in entries])
         with self._lock:
             self._batches[batch_id] = (ms.name, futures)
-        state.in_flight[batch_id] = latest
+        # A job's deadline is jobs.timeout_s away: its batch holds a slot here no longer than a
+        # request's (a lost reply must not shrink the model's slots for an hour); the broker
+        # keeps the batch until the job's deadline, and the worker records the job's result.
+        state.in_flight[batch_id] = min(latest, self._wall() + self.settings.web.request_timeout_s)
         state.sent_at[batch_id] = self._clock()
         try:
             self._sender.send(ms, batch, expires_s)
@@ -371,6 +418,9 @@ class Dispatcher:
             )
             _fail(futures, lambda: errors.BrokerUnavailable(message))
             return
+        for entry in entries:
+            if entry.on_sent is not None:
+                _notify_sent(entry.on_sent)
         if self.on_batch is not None:
             now = self._clock()
             try:
@@ -444,6 +494,17 @@ def _seconds_per_item(results: Any) -> float | None:
     compute = [r.get("compute_ns") for r in results if isinstance(r, dict) and r.get("ok")]
     numbers = [c for c in compute if isinstance(c, int) and c > 0]
     return max(numbers) / 1e9 / len(results) if numbers else None
+
+
+def _notify_sent(callback: Callable[[], None]) -> None:
+    try:
+        callback()
+    except Exception:  # a caller's callback must never stop batches
+        log.exception("on_sent callback failed")
+
+
+def _unregistered(model: str) -> errors.UnknownModel:
+    return errors.UnknownModel(f"model {model} was unregistered before this request was sent")
 
 
 def _fail(futures: list[Future[dict[str, Any]]], make: Callable[[], Exception]) -> None:

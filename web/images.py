@@ -2,7 +2,8 @@
 pixel limit and the declared height/width; its spec (B64_IMAGE) is declared here too. The full
 decode happens in the worker.
 
-Called by :mod:`web.validation` through :mod:`web.task_types`. JPEG and PNG sizes are read from
+Called by :mod:`web.validation` through :mod:`web.task_types`, and by :mod:`web.uploads` for
+images sent as raw bytes (:func:`check_image_bytes`). JPEG and PNG sizes are read from
 their headers here, about 20 times cheaper than Pillow's lazy ``Image.open``
 (docs/architecture.md §2.1); other formats, and any header this reader does not follow, go to
 Pillow. Must not import torch or Flask.
@@ -181,8 +182,17 @@ def _jpeg_size(raw: bytes) -> tuple[int, int] | None:
     return None
 
 
-def image_size(raw: bytes, max_pixels: int) -> tuple[int, int]:
-    """(width, height) from the header; raises for non-images and images over `max_pixels`."""
+def check_image_bytes(raw: bytes, max_pixels: int, what: str = "the uploaded file") -> None:
+    """Check an image sent as raw bytes (an upload, not base64) as B64Image is checked: a real
+    image header within `max_pixels`; `what` names it in the error messages."""
+    image_size(raw, max_pixels, what=what, encoding="")
+
+
+def image_size(
+    raw: bytes, max_pixels: int, *, what: str = "B64Image.image", encoding: str = ", base64-encoded"
+) -> tuple[int, int]:
+    """(width, height) from the header; raises for non-images and images over `max_pixels`.
+    `what` and `encoding` fit the messages to where the bytes came from."""
     try:
         size = header_size(raw)
         if size is None:
@@ -195,8 +205,8 @@ def image_size(raw: bytes, max_pixels: int) -> tuple[int, int]:
         ) from None
     except Exception:  # Pillow raises many types for garbage; all mean "not an image"
         raise errors.InvalidImage(
-            "B64Image.image is not an image Pillow can read; send a PNG, JPEG, BMP, GIF, WebP or "
-            "TIFF file, base64-encoded"
+            f"{what} is not an image Pillow can read; send a PNG, JPEG, BMP, GIF, WebP or "
+            f"TIFF file{encoding}"
         ) from None
     if width < 1 or height < 1:
         raise errors.InvalidImage(f"the image has no pixels ({width}x{height})")

@@ -8,12 +8,14 @@ the in-memory doubles are in web.testing. Imports nothing heavy.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from autodep_celery.config import ModelSettings
 from autodep_celery.contract import Batch, Item
+from autodep_celery.jobs import Job
 from autodep_celery.status import ProcStatus
 
 
@@ -39,10 +41,12 @@ class Readiness:
 
 
 class DispatcherProtocol(Protocol):
-    def submit(self, model: str, item: Item) -> Future[dict[str, Any]]:
+    def submit(
+        self, model: str, item: Item, on_sent: Callable[[], None] | None = None
+    ) -> Future[dict[str, Any]]:
         """Queue one item; the future resolves to its per-item result dict (contract.ok_result /
         error_result) or fails with an AutodepError. Raises Overloaded when the model's backlog in
-        this process is full."""
+        this process is full. `on_sent` is called once the item's batch is in the broker."""
         ...
 
     def has_worker(self, model: str) -> bool:
@@ -92,4 +96,27 @@ class StatusView(Protocol):
 
     def ping(self) -> None:
         """Raise BrokerUnavailable when the status store (Redis) cannot be reached."""
+        ...
+
+    def model_schema(self, model: str) -> dict[str, Any] | None:
+        """`model`'s forward() signature as a worker published it (contract.schema_key), None
+        before any worker has loaded it. Raises BrokerUnavailable when it cannot be read."""
+        ...
+
+
+class JobStore(Protocol):
+    """Where asynchronous jobs live (autodep_celery.jobs): shared by every web process and
+    written by the workers, so any web process answers for any job."""
+
+    def create(self, job: Job, result_ttl_s: float) -> None:
+        """Store a new (queued) job. Raises BrokerUnavailable when Redis cannot be reached."""
+        ...
+
+    def get(self, job_id: str) -> Job | None:
+        """The job (a valid id) as readers report it (autodep_celery.jobs.settle), None when
+        unknown or expired."""
+        ...
+
+    def delete(self, job_id: str) -> bool:
+        """Forget the job; True when it existed."""
         ...

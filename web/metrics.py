@@ -93,7 +93,12 @@ class Metrics:
             MultiProcessCollector(self.registry)  # type: ignore[no-untyped-call]  # untyped API
         else:
             self.registry = own
-        self.registry.register(RedisCollector(settings, redis_url or settings.result_url))
+        self._collector = RedisCollector(settings, redis_url or settings.result_url)
+        self.registry.register(self._collector)
+
+    def set_settings(self, settings: Settings) -> None:
+        """The model set changed (web.model_table): label the per-model gauges with it."""
+        self._collector.settings = settings
 
     def request_done(self, route: str, method: str, status_code: int, seconds: float) -> None:
         self.requests.labels(route, method, str(status_code)).inc()
@@ -121,7 +126,7 @@ class RedisCollector(Collector):
     def __init__(
         self, settings: Settings, url: str, client: Callable[[], redis.Redis] | None = None
     ) -> None:
-        self._settings = settings
+        self.settings = settings
         self._url = url
         self._make_client = client
         self._client: redis.Redis | None = None
@@ -153,13 +158,13 @@ class RedisCollector(Collector):
         try:
             client = self._conn()
             procs = status.read_all(client)
-            signals = backlog_mod.read(client, self._settings, procs)
+            signals = backlog_mod.read(client, self.settings, procs)
             scaler = autoscaler_state.read(client)
         except (redis.RedisError, OSError) as exc:
             log.warning("metrics: cannot read Redis: %s", exc)
             yield _gauge("autodep_redis_up", "1 when this scrape could read Redis.", [], [([], 0)])
             return
-        yield from redis_metrics(self._settings, procs, signals, scaler)
+        yield from redis_metrics(self.settings, procs, signals, scaler)
         yield _gauge(
             "autodep_scrape_redis_seconds",
             "Time this scrape spent reading Redis.",

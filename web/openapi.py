@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from flask import Flask
@@ -37,21 +38,40 @@ ERROR_DESCRIPTIONS = {
 }
 
 F = TypeVar("F", bound=Callable[..., Any])
-Response = Spec | str | tuple[str, str]
+
+
+@dataclass(frozen=True)
+class Media:
+    """A body in other media types than JSON, or in several: media type (``image/*`` allowed)
+    -> its spec, or a raw OpenAPI schema (``{"type": "string", "format": "binary"}``)."""
+
+    content: dict[str, Spec | dict[str, Any]]
+    description: str = ""
+
+    def render(self) -> dict[str, Any]:
+        return {
+            media: {"schema": spec.schema() if isinstance(spec, Spec) else spec}
+            for media, spec in self.content.items()
+        }
+
+
+Response = Spec | str | tuple[str, str] | Media
 """A JSON body's spec, or a description (errors: the error envelope), or (media type, description)
-for a non-JSON body."""
+for a non-JSON body, or a Media for several."""
 
 
 def operation(
     summary: str,
     responses: dict[int, Response],
     *,
-    request: Spec | None = None,
+    request: Spec | Media | None = None,
     description: str = "",
     tag: str = "",
     errors: tuple[int, ...] = (),
+    query: dict[str, str] | None = None,
 ) -> Callable[[F], F]:
-    """Describe a view for the OpenAPI document; `errors` adds error-envelope responses."""
+    """Describe a view for the OpenAPI document; `errors` adds error-envelope responses,
+    `query` optional string query parameters (name -> description)."""
 
     def wrap(view: F) -> F:
         view.openapi = {  # type: ignore[attr-defined]  # an attribute on the view function
@@ -60,6 +80,7 @@ def operation(
             "request": request,
             "responses": {**responses, **{code: ERROR_DESCRIPTIONS[code] for code in errors}},
             "tag": tag,
+            "query": query or {},
         }
         return view
 
@@ -76,6 +97,12 @@ def _response(status: int, resp: Response) -> dict[str, Any]:
     if isinstance(resp, Spec):
         desc = resp.description or "OK"
         return {"description": desc, "headers": headers, "content": _json(resp)}
+    if isinstance(resp, Media):
+        return {
+            "description": resp.description or "OK",
+            "headers": headers,
+            "content": resp.render(),
+        }
     if isinstance(resp, tuple):
         media, desc = resp
         return {
@@ -111,6 +138,16 @@ def _operation(view: Any, endpoint: str, params: list[str], settings: Settings) 
         + [
             {"name": n, "in": "path", "required": True, "schema": {"type": "string"}}
             for n in params
+        ]
+        + [
+            {
+                "name": n,
+                "in": "query",
+                "required": False,
+                "description": d,
+                "schema": {"type": "string"},
+            }
+            for n, d in meta.get("query", {}).items()
         ],
         "responses": {
             str(code): _response(code, resp) for code, resp in sorted(meta["responses"].items())
@@ -119,7 +156,11 @@ def _operation(view: Any, endpoint: str, params: list[str], settings: Settings) 
     op["responses"]["default"] = _response(500, "Model or server fault")
     if meta["description"]:
         op["description"] = meta["description"]
-    if meta["request"] is not None:
+    if isinstance(meta["request"], Media):
+        op["requestBody"] = {"required": True, "content": meta["request"].render()}
+        if meta["request"].description:
+            op["requestBody"]["description"] = meta["request"].description
+    elif meta["request"] is not None:
         body = meta["request"].schema()
         if meta["request"] is schema.INFERENCE_REQUEST and settings.models:
             body["properties"]["model"]["enum"] = [m.name for m in settings.models]

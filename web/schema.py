@@ -9,6 +9,7 @@ exactly the registered types.
 
 from __future__ import annotations
 
+from autodep_celery import jobs
 from autodep_celery.web import task_types
 from autodep_celery.web.spec import (
     AnyValue,
@@ -159,5 +160,49 @@ AUTOSCALER = Object(
     },
     required=("running", "models"),
     closed=False,
+)
+# ---- asynchronous jobs (POST /jobs, GET /jobs/<id>) ------------------------------------------
+JOB_ACCEPTED = Object(
+    {
+        "job_id": String(description="32 hex digits"),
+        "status_url": String(description="Where the job's state is read: /jobs/<job_id>."),
+    },
+    required=("job_id", "status_url"),
+    description="Accepted: the job's input is in the broker; Location names its status URL.",
+)
+_UNIX_TIME = Number(description="Unix time")
+JOB = Object(
+    {
+        "job_id": String(),
+        "status": String(enum=jobs.STATES),
+        "model": String(),
+        "created": _UNIX_TIME,
+        "updated": _UNIX_TIME,
+        "deadline": Number(description="Unix time; a job not finished by then fails"),
+        "result": ArrayOf(
+            OneOf((INFERENCE, COMPUTE_TIME)),
+            min_items=2,
+            max_items=2,
+            description="When done: exactly what POST /inference answers.",
+        ),
+        "error": Object(
+            {"code": String(), "message": String()},
+            required=("code", "message"),
+            description="When failed: the error POST /inference would have answered.",
+        ),
+    },
+    required=("job_id", "status", "model", "created", "updated"),
+    example={
+        "job_id": "0f8e4b1c2d3a4e5f8a9b0c1d2e3f4a5b",
+        "status": "done",
+        "model": "resnet18",
+        "created": 1767225600.25,
+        "updated": 1767225600.31,
+        "deadline": 1767229200.25,
+        "result": [
+            {"Classification": [{"probability": 0.91, "label": "tabby"}]},
+            {"secs": 0, "nanos": 21345678},
+        ],
+    },
 )
 ANY_JSON: Spec = AnyValue(description="JSON")

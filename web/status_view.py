@@ -1,5 +1,6 @@
 """The web tier's reader of worker and autoscaler status: the ``autodep:procs`` hash and the
-autoscaler's published state, cached for ``web.worker_check_interval_s``.
+autoscaler's published state, cached for ``web.worker_check_interval_s``, and the models'
+forward() signatures (for /v2 metadata).
 
 GET /workers*, /ready and /autoscaler read it directly; the dispatcher reads it too (which
 models have a ready worker, how many batches to keep in flight). One read of Redis answers
@@ -8,6 +9,7 @@ all of them, never a Celery broadcast. Must not import torch or Flask.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -15,7 +17,7 @@ from typing import Any
 
 import redis
 
-from autodep_celery import errors, forksafe, status
+from autodep_celery import contract, errors, forksafe, status
 from autodep_celery.autoscaler import state as autoscaler_state
 from autodep_celery.status import ProcStatus
 from autodep_celery.web.redis_client import connect, unreachable
@@ -36,6 +38,7 @@ class RedisStatusView:
         self._autoscaler: dict[str, Any] | None = None
         self._error: str | None = None
         self._read_at = float("-inf")
+        self._schemas: dict[str, tuple[float, dict[str, Any]]] = {}
         forksafe.register(self, RedisStatusView._after_fork)
 
     def _after_fork(self) -> None:
@@ -80,3 +83,23 @@ class RedisStatusView:
             self._conn().ping()
         except (redis.RedisError, OSError) as exc:
             raise errors.BrokerUnavailable(unreachable(self._url, exc)) from None
+
+    def model_schema(self, model: str) -> dict[str, Any] | None:
+        """`model`'s published forward() signature, cached like the processes; a miss is not
+        cached, so the signature shows as soon as the first worker has loaded the model."""
+        now = time.monotonic()
+        cached = self._schemas.get(model)
+        if cached is not None and now - cached[0] < self._interval_s:
+            return cached[1]
+        try:
+            raw = self._conn().get(contract.schema_key(model))
+        except (redis.RedisError, OSError) as exc:
+            raise errors.BrokerUnavailable(unreachable(self._url, exc)) from None
+        try:
+            schema = json.loads(raw) if raw else None
+        except ValueError:
+            schema = None
+        if not isinstance(schema, dict):
+            return None
+        self._schemas[model] = (now, schema)
+        return schema

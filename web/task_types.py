@@ -6,9 +6,8 @@ Each type is a `WebTask` registered in `TASKS` under its name in
 :mod:`autodep_celery.task_types` (a test checks that every served type has exactly one entry
 here). :mod:`web.validation` parses requests through these objects, :mod:`web.schema` composes
 their specs into the /inference request and response (so the OpenAPI document lists exactly the
-registered types), and :mod:`web.responses` encodes outputs with them. Tensor is registered in
-the core but has no web half yet, so a request for it is refused as an unknown inference_type.
-Must not import torch or Flask.
+registered types), and :mod:`web.responses` encodes outputs with them. Must not import torch or
+Flask.
 """
 
 from __future__ import annotations
@@ -18,7 +17,7 @@ from typing import Any, ClassVar
 
 from autodep_celery import contract, errors, task_types
 from autodep_celery.config import Settings
-from autodep_celery.web import images
+from autodep_celery.web import images, torchserving_json
 from autodep_celery.web.spec import ArrayOf, Integer, Number, Object, Spec, String
 
 Options = dict[str, Any]
@@ -86,7 +85,35 @@ TEXT_DATA = TextData(
     example='{"Text": "..."}',
     hint='{"Text": "..."}',
 )
-INPUTS = (IMAGE_DATA, TEXT_DATA)
+
+
+class ArgsData(DataInput):
+    """torch-serving's typed JSON (web.torchserving_json): one typed value per argument."""
+
+    def check(self, tag: str, value: Any) -> Any:
+        if not isinstance(value, list | dict):
+            raise errors.InvalidInput(
+                f"{tag} must be an array of typed values, one per forward() argument, like "
+                f"{self.example}; not {short(value)}",
+                code="invalid_typed_value",
+            )
+        return value
+
+    def decode(self, value: Any, settings: Settings) -> list[Any]:
+        try:
+            return torchserving_json.parse_body(value)
+        except torchserving_json.TypedJSONError as exc:  # 400 on /serve; 422 here, as data
+            raise errors.InvalidInput(f"data.Tensor {exc.message}", code=exc.code) from None
+
+
+ARGS_DATA = ArgsData(
+    task_types.ARGS,
+    ("Tensor",),
+    torchserving_json.BODY,
+    example='{"Tensor": [{"type": "tensor", "shape": [1, 2], "value": [10, 1]}, ...]}',
+    hint='{"Tensor": [<typed value>, ...]} (one per forward() argument)',
+)
+INPUTS = (IMAGE_DATA, TEXT_DATA, ARGS_DATA)
 DATA_TAGS = {tag: data for data in INPUTS for tag in data.tags}
 
 
@@ -212,8 +239,21 @@ class TextToText(WebTask):
     description = "TextToText returns the model's string"
 
 
+class Tensor(WebTask):
+    name = "Tensor"
+    data = ARGS_DATA
+    output = {"Tensor": torchserving_json.OUTPUT}
+    description = (
+        "Tensor calls forward() on any model with torch-serving's typed values, one per "
+        "argument, and returns its result as typed values"
+    )
+
+    def encode(self, output: Output) -> Output:
+        return {"Tensor": torchserving_json.to_json(output.get("Tensor"))}
+
+
 TASKS: dict[str, WebTask] = {
-    t.name: t for t in (ImageClassification(), ImageToImage(), TextToText())
+    t.name: t for t in (ImageClassification(), ImageToImage(), TextToText(), Tensor())
 }
 """The registry: every type a request may ask for, by name."""
 WITH_OPTIONS = {name: t for name, t in TASKS.items() if t.options is not None}

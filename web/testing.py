@@ -5,6 +5,7 @@ without Redis, and a tiny image builder. Used by tests/unit; never by production
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import queue
 import threading
@@ -14,7 +15,7 @@ from typing import Any
 
 from PIL import Image
 
-from autodep_celery import contract, errors
+from autodep_celery import contract, errors, jobs
 from autodep_celery.config import ModelSettings
 from autodep_celery.contract import Batch, Item
 from autodep_celery.status import ProcStatus
@@ -76,6 +77,9 @@ class FakeDispatcher:
         self.handler = handler
         self.submitted: list[tuple[str, Item]] = []
         self.overloaded = False
+        self.hold = False
+        """True: items are held, never sent nor answered, as when every batch slot of the model
+        is taken."""
 
     @property
     def view(self) -> list[ProcStatus]:
@@ -90,15 +94,22 @@ class FakeDispatcher:
     def error(self, message: str | None) -> None:
         self.status_view.error = message
 
-    def submit(self, model: str, item: Item) -> Future[dict[str, Any]]:
+    def submit(
+        self, model: str, item: Item, on_sent: Callable[[], None] | None = None
+    ) -> Future[dict[str, Any]]:
         if self.overloaded:
             raise errors.Overloaded(f"model {model} is overloaded", retry_after_s=2)
         self.submitted.append((model, item))
         future: Future[dict[str, Any]] = Future()
+        if self.hold:
+            return future
         answer = self.handler(model, item)
-        if isinstance(answer, Exception):
+        if isinstance(answer, Exception):  # failed before it left (as a dead broker fails it)
             future.set_exception(answer)
-        elif answer is not None:
+            return future
+        if on_sent is not None:
+            on_sent()
+        if answer is not None:
             future.set_result(answer)
         return future
 
@@ -171,6 +182,8 @@ class StaticView:
         self.view = list(procs or [])
         self.can_start = startable
         self.scaler_state: dict[str, Any] | None = None
+        self.schemas: dict[str, dict[str, Any]] = {}
+        """Model -> published forward() signature (worker.schemas.describe's form)."""
         self.error: str | None = None
 
     def startable(self) -> frozenset[str]:
@@ -192,3 +205,47 @@ class StaticView:
     def ping(self) -> None:
         if self.error:
             raise errors.BrokerUnavailable(self.error)
+
+    def model_schema(self, model: str) -> dict[str, Any] | None:
+        if self.error:
+            raise errors.BrokerUnavailable(self.error)
+        return self.schemas.get(model)
+
+
+class FakeJobStore:
+    """A JobStore in a dict; `finish` writes a result as a worker would, `expire` drops a job as
+    its TTL would."""
+
+    def __init__(self) -> None:
+        self.jobs: dict[str, jobs.Job] = {}
+        self.ttl_s: dict[str, float] = {}
+        self.error: str | None = None
+        """Set to make Redis look unreachable."""
+
+    def _check(self) -> None:
+        if self.error:
+            raise errors.BrokerUnavailable(self.error)
+
+    def create(self, job: jobs.Job, result_ttl_s: float) -> None:
+        self._check()
+        self.jobs[job.id] = job
+        self.ttl_s[job.id] = result_ttl_s
+
+    def get(self, job_id: str) -> jobs.Job | None:
+        self._check()
+        return self.jobs.get(job_id)
+
+    def delete(self, job_id: str) -> bool:
+        self._check()
+        self.ttl_s.pop(job_id, None)
+        return self.jobs.pop(job_id, None) is not None
+
+    def running(self, job_id: str) -> None:
+        self.jobs[job_id] = dataclasses.replace(self.jobs[job_id], status=jobs.RUNNING)
+
+    def finish(self, job_id: str, result: dict[str, Any]) -> None:
+        status = jobs.DONE if result.get("ok") else jobs.FAILED
+        self.jobs[job_id] = dataclasses.replace(self.jobs[job_id], status=status, result=result)
+
+    def expire(self, job_id: str) -> None:
+        self.jobs.pop(job_id, None)

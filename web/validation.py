@@ -71,7 +71,7 @@ def parse_inference(body: Any, settings: Settings, deadline: float) -> Inference
         if key not in body:
             raise _invalid("missing_field", f"the body needs a {key!r} field, e.g. {_EXAMPLE}")
     task, options = parse_inference_type(body["inference_type"])
-    if model.task is not None and model.task != task.name:
+    if model.task is not None and model.task != task.name and not task.type.raw:
         raise _invalid(
             "task_mismatch",
             f"model {model.name} is configured for {model.task}, not {task.name}; "

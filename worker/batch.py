@@ -106,7 +106,7 @@ def _handler(loaded: LoadedModel, item: Any) -> Handler:
     if kind != handler.type.input:
         raise errors.InvalidInput(f"a {kind!r} input cannot be used for {task}")
     configured = loaded.settings.task
-    if configured is not None and configured != task:
+    if configured is not None and configured != task and not handler.type.raw:
         raise errors.InvalidInput(
             f"model {loaded.name} is configured for {configured}; this request asks for {task}",
             code="wrong_inference_type",
@@ -122,10 +122,10 @@ def _rejected(loaded: LoadedModel, what: str, exc: BaseException) -> Result:
     return contract.error_result(error.to_dict())
 
 
-def _forward(loaded: LoadedModel, inputs: Any) -> tuple[Any, int]:
+def _forward(handler: Handler, loaded: LoadedModel, inputs: Any) -> tuple[Any, int]:
     started = time.perf_counter_ns()
     with torch.inference_mode():
-        output = loaded.module(inputs)
+        output = handler.call(loaded, inputs)
     if loaded.device.type == "cuda":
         torch.cuda.synchronize(loaded.device)  # kernels are async: time the real work
     return output, time.perf_counter_ns() - started
@@ -145,7 +145,7 @@ def _run_group(
         return
     try:
         inputs = handler.collate(loaded, [value for _, value in members])
-        output, compute_ns = _forward(loaded, inputs)
+        output, compute_ns = _forward(handler, loaded, inputs)
     except Exception as exc:
         if len(members) > 1:
             # One bad input must not fail the requests batched with it: run each alone.

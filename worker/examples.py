@@ -8,7 +8,7 @@ worker code, the CLI's example-models command and bench/ may import this module.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Dict, List  # noqa: UP035 - TorchScript needs typing generics in signatures
+from typing import Dict, List, Tuple  # noqa: UP035 - TorchScript needs typing generics in signatures
 
 import torch
 import torch.nn.functional as F
@@ -128,6 +128,30 @@ class Tiny(nn.Module):
         return logits
 
 
+class Multi(nn.Module):
+    """torch-serving's example signature (its example/create_model.py, with a small layer): a
+    list, a dict, a scalar and a string in, nested tuples, lists and scalars out. Served with
+    ``task = "Tensor"`` (POST /serve, /v2, inference_type Tensor)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(2, 3)
+
+    def forward(
+        self,
+        tensor_list: List[Tensor],  # noqa: UP006
+        single_tensor: Tensor,
+        tensor_dict: Dict[str, Tensor],  # noqa: UP006
+        an_integer: int,
+        a_string: str,
+    ) -> Dict[str, Tuple[List[Tensor], str, int]]:  # noqa: UP006
+        x = tensor_list[0]
+        y = tensor_list[1]
+        first = self.fc(x + tensor_dict["x"]) + y * 2
+        second = y + single_tensor + tensor_dict["y"] + an_integer
+        return {"out": ([first, second], a_string, an_integer)}
+
+
 def _resnet18() -> nn.Module:
     model = ResNet18().eval()
     # Random convolutions leave the pooled features at an arbitrary scale; rescale the head so
@@ -149,6 +173,7 @@ _BUILDERS = {
     "textgen": lambda: TextGen().eval(),
     "echo": lambda: Echo().eval(),
     "tiny": lambda: Tiny().eval(),
+    "multi": lambda: Multi().eval(),
 }
 EXAMPLE_NAMES = tuple(_BUILDERS)
 

@@ -11,6 +11,7 @@ import logging
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -120,6 +121,8 @@ class Registry:
         self._models: OrderedDict[str, LoadedModel] = OrderedDict()
         self._failed: dict[str, ModelLoadError] = {}
         self._lock = threading.Lock()
+        self.on_load: Callable[[LoadedModel], None] | None = None
+        """Called with each model this process loads (worker.runtime publishes its signature)."""
 
     def get(self, name: str) -> LoadedModel:
         """The loaded model, loading it (and evicting the oldest) on a miss."""
@@ -140,6 +143,8 @@ class Registry:
                 self._failed[name] = exc
                 raise
             self._models[name] = loaded
+            if self.on_load is not None:
+                self.on_load(loaded)
             while len(self._models) > self.max_loaded:
                 evicted, _ = self._models.popitem(last=False)
                 log.info(

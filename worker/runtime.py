@@ -20,9 +20,10 @@ import msgpack
 import psutil
 import redis
 
-from autodep_celery import contract, forksafe, status
+from autodep_celery import contract, forksafe, jobs, status
 from autodep_celery.config import Settings
-from autodep_celery.worker.registry import Registry
+from autodep_celery.worker import schemas
+from autodep_celery.worker.registry import LoadedModel, Registry
 
 log = logging.getLogger(__name__)
 
@@ -43,12 +44,14 @@ class Runtime:
 
     def __post_init__(self) -> None:
         self.registry = Registry(self.settings)
+        self.registry.on_load = self._loaded
         self.status = status.ProcStatus(
             worker=self.hostname,
             pid=self.pid,
             models=list(self.models),
             queues=list(self.queues),
             heartbeat_s=self.settings.worker.heartbeat_interval_s,
+            started=time.time(),
         )
         self._lock = threading.Lock()
         self._write_lock = threading.Lock()
@@ -71,6 +74,9 @@ class Runtime:
             )
         return self._redis
 
+    def _loaded(self, loaded: LoadedModel) -> None:
+        schemas.publish(self.client(), [(loaded.name, loaded.module)])
+
     def load(self) -> None:
         """Preload and warm up this process's models, then announce it as ready.
 
@@ -78,6 +84,9 @@ class Runtime:
         too. A model that failed to load is not, so the web answers 503 instead of queueing.
         """
         ready = self.registry.preload(self.models)
+        loaded = set(self.registry.loaded_names())
+        unloaded = [m for m in self.models if m not in loaded]
+        schemas.publish_missing(self.client(), self.settings, unloaded)
         failed = set(self.registry.failed_names())
         with self._lock:
             self.status.models = [m for m in self.models if m in ready or m not in failed]
@@ -165,6 +174,21 @@ class Runtime:
             log.warning("cannot count attempts of batch %s: %s", batch_id, exc)
             return 1
 
+    def start_jobs(self, items: list[Any], job_items: list[tuple[int, str]]) -> None:
+        """Mark the batch's jobs running. The item of a job that is gone (deleted, i.e.
+        cancelled) is not computed: run_batch skips an item past its deadline, so its deadline
+        is set in the past. A Redis failure only loses the "running" state, not the work."""
+        client = self.client()
+        if client is None:
+            return
+        try:
+            gone = jobs.mark_running(client, job_items, time.time())
+        except redis.RedisError as exc:
+            log.warning("cannot mark the jobs of a batch running: %s", exc)
+            return
+        for index in gone:
+            items[index]["deadline"] = 0.0
+
     def finish(
         self,
         batch_id: str,
@@ -172,8 +196,10 @@ class Runtime:
         reply_to: str | None,
         served: int,
         redelivered: bool = False,
+        job_items: list[tuple[int, str]] | None = None,
     ) -> None:
-        """Push the reply to `reply_to`, forget the attempts and mark this process Idle."""
+        """Store the results of the batch's jobs (autodep_celery.jobs), push the reply to
+        `reply_to`, forget the attempts and mark this process Idle, in one round trip."""
         with self._lock:
             self.inflight = max(0, self.inflight - 1)
             if not self.inflight:
@@ -186,6 +212,10 @@ class Runtime:
             return
         try:
             pipe = client.pipeline(transaction=False)
+            if job_items:
+                # Stored here, not by the web process that accepted the job: that one may be
+                # gone, and any web process answers GET /jobs/<id> from this record.
+                jobs.record_results(pipe, job_items, reply, time.time())
             if reply_to:
                 pipe.rpush(reply_to, msgpack.packb(reply, use_bin_type=True))
                 pipe.expire(reply_to, contract.REPLY_TTL_S)

@@ -6,15 +6,16 @@ LitServe's LitAPI decode/batch/predict/unbatch and mosec's Worker.forward).
 - ``batched(loaded)``: one forward pass per group, or one per item (a text model whose forward
   takes a single str).
 - ``collate(loaded, inputs)``: the model's input for a group (stack, move, normalise).
+- ``call(loaded, input)``: how forward is called with it (``module(input)``; Tensor spreads
+  its arguments).
 - ``postprocess(loaded, output, items)``: one Output, or an AutodepError, per item.
 - ``describe(input)``: how an error names an input the model rejected.
 - ``warm_up(loaded)``: one dummy forward pass after loading.
 
 :mod:`worker.batch` keeps what every type shares: deadlines, the timed forward pass, and
 splitting a group whose forward pass fails, so that one bad input fails alone. Handlers are
-registered in `HANDLERS` under the names of :mod:`autodep_celery.task_types`; Tensor has no
-handler yet, so a worker refuses its items one by one. Imports torch; knows nothing of Celery,
-Redis or HTTP.
+registered in `HANDLERS` under the names of :mod:`autodep_celery.task_types`. Imports torch;
+knows nothing of Celery, Redis or HTTP.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import torch
 
 from autodep_celery import contract, errors, task_types
 from autodep_celery.config import Settings
-from autodep_celery.worker import processing
+from autodep_celery.worker import processing, tensor_signature, tensor_values
 
 if TYPE_CHECKING:
     from autodep_celery.worker.registry import LoadedModel
@@ -56,6 +57,10 @@ class Handler(ABC):
     @abstractmethod
     def collate(self, loaded: LoadedModel, inputs: list[Any]) -> Any:
         """The model's input for one forward pass over `inputs`."""
+
+    def call(self, loaded: LoadedModel, inputs: Any) -> Any:
+        """One forward pass over collate's result (worker.batch times it)."""
+        return loaded.module(inputs)
 
     @abstractmethod
     def postprocess(self, loaded: LoadedModel, output: Any, items: list[dict[str, Any]]) -> PerItem:
@@ -201,16 +206,61 @@ def _text_output(loaded: LoadedModel, output: Any) -> Output | errors.AutodepErr
     return {"Text": output}
 
 
+# ---- tensors --------------------------------------------------------------------------------
+class Tensor(Handler):
+    """The raw type: forward(*args) on the item's decoded arguments, its return value as it is.
+
+    Each item is its own forward pass (a generic signature gives no batch dimension to stack
+    along); items still share the batch message with the model's other requests. No warm-up:
+    a signature does not say what shapes its tensors take.
+    """
+
+    name = "Tensor"
+
+    def preprocess(
+        self, loaded: LoadedModel, item: dict[str, Any], settings: Settings
+    ) -> tuple[Hashable, Any]:
+        args = item.get("args")
+        if not isinstance(args, list):
+            raise errors.InvalidInput(
+                "a Tensor item needs a list of arguments", code="invalid_arguments"
+            )
+        values = [
+            tensor_values.to_torch(value, loaded.device, f"argument {position}")
+            for position, value in enumerate(args, start=1)
+        ]
+        return None, tensor_signature.bind(loaded.module, loaded.name, values)
+
+    def batched(self, loaded: LoadedModel) -> bool:
+        return False
+
+    def collate(self, loaded: LoadedModel, inputs: list[Any]) -> Any:
+        return inputs[0]
+
+    def call(self, loaded: LoadedModel, inputs: Any) -> Any:
+        return loaded.module(*inputs)
+
+    def postprocess(self, loaded: LoadedModel, output: Any, items: list[dict[str, Any]]) -> PerItem:
+        return [{self.name: tensor_values.to_wire(output, loaded.name)}]
+
+    def describe(self, value: Any) -> str:
+        sent = ", ".join(tensor_signature.describe(v) for v in value)
+        return f"the arguments ({sent})"
+
+    def warm_up(self, loaded: LoadedModel) -> None:
+        pass
+
+
 # ---- the registry ---------------------------------------------------------------------------
 HANDLERS: dict[str, Handler] = {
-    h.name: h for h in (ImageClassification(), ImageToImage(), TextToText())
+    h.name: h for h in (ImageClassification(), ImageToImage(), TextToText(), Tensor())
 }
 
 
 def warm_up_handler(loaded: LoadedModel) -> Handler | None:
     """The handler that warms `loaded` up: its configured task's; for a model without a task,
     TextToText's when forward takes strings, else ImageClassification's (it learns the class
-    count). None for a type without a worker half (Tensor): no warm-up."""
+    count). Tensor's warm-up does nothing."""
     task = loaded.settings.task
     if task is None:
         task = TextToText.name if loaded.text_kind is not None else ImageClassification.name

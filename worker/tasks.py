@@ -19,7 +19,7 @@ from typing import Any
 from celery import current_app, shared_task
 from celery import signals as celery_signals
 
-from autodep_celery import config, contract, errors, logs
+from autodep_celery import config, contract, errors, jobs, logs
 from autodep_celery.celery_app import settings_of
 from autodep_celery.worker import batch as batch_mod
 from autodep_celery.worker import control as _control  # noqa: F401 - registers the pool control
@@ -104,6 +104,7 @@ def _infer(self: Any, batch: Any, ids: list[str], started: float) -> dict[str, A
     reply_to = batch.get("reply_to") if isinstance(batch, dict) else None
     items = batch.get("items") if isinstance(batch, dict) else None
     served = len(items) if isinstance(items, list) else 0
+    job_items = jobs.job_items(items)  # items of asynchronous jobs: their state is ours to write
     rt = _runtime(self.app)
     worker = rt.worker_id
     redelivered = bool((self.request.delivery_info or {}).get("redelivered"))
@@ -115,6 +116,8 @@ def _infer(self: Any, batch: Any, ids: list[str], started: float) -> dict[str, A
             bad = errors.InvalidInput("the task argument must be a batch map")
             reply = contract.batch_error_reply(batch_id, worker, bad.to_dict())
         else:
+            if job_items:
+                rt.start_jobs(batch["items"], job_items)
             reply = batch_mod.run_batch(rt.registry, rt.settings, batch, worker)
     except Exception:
         model = batch.get("model") if isinstance(batch, dict) else None
@@ -122,7 +125,7 @@ def _infer(self: Any, batch: Any, ids: list[str], started: float) -> dict[str, A
         internal = errors.AutodepError("the worker failed to compute this batch; see its log")
         reply = contract.batch_error_reply(batch_id, worker, internal.to_dict())
     pushed = isinstance(reply_to, str) and bool(reply_to)
-    rt.finish(batch_id, reply, reply_to if pushed else None, served, redelivered)
+    rt.finish(batch_id, reply, reply_to if pushed else None, served, redelivered, job_items)
     if access_log.isEnabledFor(logging.INFO):
         _log_batch(batch, ids, reply, started)
     # Celery saferepr()s every return value for its log, even when nothing logs it: a reply

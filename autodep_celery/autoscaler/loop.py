@@ -23,7 +23,7 @@ from typing import Any
 import psutil
 import redis
 
-from autodep_celery import status
+from autodep_celery import model_registry, status
 from autodep_celery.autoscaler import actuators, allocate, backlog, policy, state
 from autodep_celery.autoscaler.actuators import CeleryPools, LocalWorkers
 from autodep_celery.config import ModelSettings, Settings
@@ -46,6 +46,8 @@ class Autoscaler:
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
     ) -> None:
+        self.static = settings
+        """As given (config.toml); `settings` adds the model registry, re-read every step."""
         self.settings = settings
         self.cfg = settings.autoscaler
         self._client = client
@@ -91,6 +93,7 @@ class Autoscaler:
     # ---- one step --------------------------------------------------------------------------
     def step(self) -> dict[str, policy.Decision]:
         now = self._clock()
+        self._reload_models()
         if self._local is not None:
             self._local.supervise()
         procs = status.read_all(self._client)
@@ -108,6 +111,33 @@ class Autoscaler:
         self._act(desired, workers, procs, now)
         self._publish(signals, procs, pins)
         return self.decisions
+
+    def _reload_models(self) -> None:
+        """This step's models and bounds: config.toml's with the registry's (registered, rescaled
+        or unregistered through /management). A model gone has its worker of ours drained and
+        stopped; workers started by others are left to them."""
+        settings = model_registry.effective(self.static, self._client)
+        gone = {m.name for m in self.settings.models} - {m.name for m in settings.models}
+        added = {m.name for m in settings.models} - {m.name for m in self.settings.models}
+        if gone or added:
+            log.info(
+                "models changed: added %s, removed %s",
+                ", ".join(sorted(added)) or "none",
+                ", ".join(sorted(gone)) or "none",
+            )
+        for name in gone:
+            for table in (self.decisions, self._history, self._last, self._counts):
+                table.pop(name, None)
+        self.settings = settings
+        local = self._local
+        if local is None:
+            return
+        local.settings = settings
+        served = {m.name for m in settings.models}
+        for model in sorted(set(local.pids().values()) - served):
+            if local.starting(model) is not None:  # not yet being stopped
+                log.info("%s: unregistered; draining and stopping worker %s", model, model)
+                local.stop(model, drain=self._drainer(local.hostname(model), model))
 
     def _decide(
         self,

@@ -92,7 +92,7 @@ def test_idle_and_slow_connections_are_closed_and_others_served(web: Web) -> Non
     for s in stalled_body:
         s.sendall(
             b"POST /inference HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-            b"Content-Length: 1000\r\n\r\n{\"data\": "
+            b'Content-Length: 1000\r\n\r\n{"data": '
         )
     # three times the connections the process holds: a new client waits for the reaping
     started = time.monotonic()

@@ -131,12 +131,15 @@ def make_settings(model_dir: Path, redis_url: str, **web: object) -> Settings:
             resize=(8, 12),  # ~0.25 s per request, and a quick warm-up of new processes
         ),
         m("sleepy", "tiny.pt", task="ImageClassification", min_workers=0),
+        m("multi", "multi.pt", task="Tensor"),  # torch-serving's example signature
     )
     base = Settings(
         broker=config.BrokerSettings(url=redis_url),
         worker=config.WorkerSettings(heartbeat_interval_s=0.5, max_attempts=3),
         log=config.LogSettings(access=True),  # the tests follow requests through access lines
         models=models,
+        # POST /management/models registers the example models (README examples)
+        management=config.ManagementSettings(model_store=str(model_dir)),
     )
     return dataclasses.replace(
         base,
@@ -148,7 +151,7 @@ WORKER_GROUPS = {
     # one worker for the big model, one for the slow one, one serving all the small models
     "resnet18": (["resnet18"], 2),
     "slow": (["slow"], 2),
-    "small": (["tiny", "labelled", "segmenter", "enhancer", "textgen", "echo"], 1),
+    "small": (["tiny", "labelled", "segmenter", "enhancer", "textgen", "echo", "multi"], 1),
 }
 
 

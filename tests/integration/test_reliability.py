@@ -150,9 +150,10 @@ def test_both_gunicorn_worker_classes_serve_and_answer_health_while_busy(
 ) -> None:
     # The default web runs gevent; tight_web runs gthread (see conftest): both must really be
     # what they claim, and a request computing must not hold up /health in either.
-    for server, worker_class in ((web, "gevent"), (tight_web, "gthread")):
+    for server, worker_class in ((web, "GeventWorker"), (tight_web, "ThreadWorker")):
         log = server.child.log_path
-        assert log is not None and f"Using worker: {worker_class}" in log.read_text()
+        used = f"Using worker: autodep_celery.web.http_workers.{worker_class}"
+        assert log is not None and used in log.read_text()
         with ThreadPoolExecutor(1) as pool:
             busy = pool.submit(server.post, "/inference", slow_body(100, seed=40))
             time.sleep(0.2)

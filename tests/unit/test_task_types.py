@@ -1,6 +1,7 @@
 """The task-type registry: the core names each type once, the web and worker halves register
-under exactly the served names, config, OpenAPI and both tiers follow the registry, and a name
-that is not registered (or not served yet: Tensor) is refused with the existing errors."""
+under exactly the served names, config, OpenAPI and both tiers follow the registry, a name that
+is not registered is refused with the existing errors, and the raw type (Tensor) is taken by
+every model."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from autodep_celery import config, contract, task_types
+from autodep_celery import config, contract, task_types, typed
 from autodep_celery.config import ConfigError, ModelSettings, Settings
 from autodep_celery.web import schema
 from autodep_celery.web import task_types as web_types
@@ -21,17 +22,25 @@ from tests.unit.conftest import client_for, make_settings
 pytestmark = pytest.mark.unit
 
 B64 = base64.b64encode(png_bytes(4, 3)).decode()
-DATA = {task_types.IMAGE: {"B64Image": {"image": B64}}, task_types.TEXT: {"Text": "hi"}}
+DATA = {
+    task_types.IMAGE: {"B64Image": {"image": B64}},
+    task_types.TEXT: {"Text": "hi"},
+    task_types.ARGS: {"Tensor": [{"type": "string", "value": "hi"}]},
+}
 """A request's data for each input kind."""
 FAR = time.time() + 3600
 
 
 def test_the_core_registry() -> None:
     assert task_types.NAMES == ("ImageClassification", "ImageToImage", "TextToText", "Tensor")
-    assert task_types.SERVED == ("ImageClassification", "ImageToImage", "TextToText")
+    assert task_types.SERVED == task_types.NAMES
     assert contract.INFERENCE_TYPES == task_types.SERVED
-    assert not task_types.REGISTRY["Tensor"].served  # registered, not yet served
-    assert {t.input for t in task_types.TYPES if t.served} == {task_types.IMAGE, task_types.TEXT}
+    assert {t.input for t in task_types.TYPES} == {
+        task_types.IMAGE,
+        task_types.TEXT,
+        task_types.ARGS,
+    }
+    assert [t.name for t in task_types.TYPES if t.raw] == ["Tensor"]
 
 
 def write(tmp_path: Path, task: str) -> Path:
@@ -72,12 +81,11 @@ def test_openapi_lists_exactly_the_registered_types() -> None:
     assert sorted(named["enum"]) == sorted(task_types.SERVED)
     assert [next(iter(o["properties"])) for o in tagged["oneOf"]] == list(web_types.WITH_OPTIONS)
     data_tags = [next(iter(o["properties"])) for o in request["properties"]["data"]["oneOf"]]
-    assert data_tags == list(web_types.DATA_TAGS) == ["B64Image", "Text", "text"]
+    assert data_tags == list(web_types.DATA_TAGS) == ["B64Image", "Text", "text", "Tensor"]
     outputs = {tag for task in web_types.TASKS.values() for tag in task.output}
-    assert set(schema.INFERENCE.tags) == outputs == {"Classification", "B64Image", "Text"}
+    assert set(schema.INFERENCE.tags) == outputs == {"Classification", "B64Image", "Text", "Tensor"}
     for name in task_types.SERVED:
         assert name in body["description"]
-    assert "Tensor" not in str(request)
 
 
 @pytest.mark.parametrize("name", task_types.SERVED)
@@ -92,19 +100,18 @@ def test_each_served_type_parses_to_its_item(name: str) -> None:
     assert set(item) == {"kind", "task", task_type.input, "deadline", *parsed.task.defaults}
 
 
-@pytest.mark.parametrize("name", ["Tensor", "Detection"])
-def test_a_type_without_a_web_half_is_an_unknown_inference_type(name: str) -> None:
+def test_an_unregistered_type_is_an_unknown_inference_type() -> None:
     client, fake = client_for()
-    r = client.post("/inference", json={"data": {"Text": "x"}, "inference_type": name})
+    r = client.post("/inference", json={"data": {"Text": "x"}, "inference_type": "Detection"})
     assert r.status_code == 422 and r.json["error"]["code"] == "unknown_inference_type"
     assert r.json["error"]["message"] == (
-        f'inference_type {name!r} is not one of "ImageToImage", "TextToText" or '
+        'inference_type \'Detection\' is not one of "ImageToImage", "TextToText", "Tensor" or '
         '{"ImageClassification": {"top_n": N}}'
     )
     assert fake.submitted == []
 
 
-def test_a_model_configured_for_tensor_refuses_every_request() -> None:
+def test_a_model_configured_for_tensor_refuses_every_other_type() -> None:
     client, fake = client_for(tasks={"m": "Tensor"})
     r = client.post("/inference", json={"data": {"Text": "x"}, "inference_type": "TextToText"})
     assert r.status_code == 422 and r.json["error"] == {
@@ -115,9 +122,18 @@ def test_a_model_configured_for_tensor_refuses_every_request() -> None:
     assert fake.submitted == []
 
 
+@pytest.mark.parametrize("configured", task_types.NAMES)
+def test_the_raw_type_is_taken_by_a_model_configured_for_any_task(configured: str) -> None:
+    body = {"data": DATA[task_types.ARGS], "inference_type": "Tensor"}
+    settings = make_settings(tasks={"m": configured})
+    parsed = parse_inference(body, settings, deadline=FAR)
+    assert parsed.item == {"kind": "args", "task": "Tensor", "args": ["hi"], "deadline": FAR}
+
+
 def test_make_item_refuses_a_type_that_is_not_served() -> None:
-    with pytest.raises(ValueError, match="Tensor is not served yet"):
-        contract.make_item(task_types.REGISTRY["Tensor"], b"", FAR)
+    reserved = task_types.TaskType("Reserved", None)
+    with pytest.raises(ValueError, match="Reserved is not served yet"):
+        contract.make_item(reserved, b"", FAR)
 
 
 def test_the_worker_half_covers_exactly_the_served_types(model_dir: Path) -> None:
@@ -136,16 +152,30 @@ def test_the_worker_half_covers_exactly_the_served_types(model_dir: Path) -> Non
         )
     )
     registry = Registry(settings)
-    # Tensor has no worker half: its model loads without a warm-up, and its items are refused
+    # a model configured for Tensor loads without a warm-up (no input is known)
     assert registry.get("tensor").num_classes is None
     assert registry.get("tiny").num_classes == 10  # warmed up by ImageClassification's hook
-    for task in ("Tensor", "Detection"):
-        item = {"kind": "image", "task": task, "image": png_bytes(), "deadline": FAR}
-        batch = dict(contract.make_batch("tiny", "b", "", [item]))  # type: ignore[list-item]
+
+    def run(model: str, item: dict[str, object]) -> dict[str, object]:
+        batch = dict(contract.make_batch(model, "b", "", [item]))  # type: ignore[list-item]
         [result] = run_batch(registry, settings, batch)["results"]
-        assert result["error"] == {
-            "code": "invalid_input",
-            "message": f"inference_type {task!r} is not one of ImageClassification, "
-            "ImageToImage, TextToText",
-            "status": 422,
-        }
+        return result  # type: ignore[no-any-return]
+
+    unknown = run("tiny", {"kind": "image", "task": "Detection", "image": b"", "deadline": FAR})
+    assert unknown["error"] == {
+        "code": "invalid_input",
+        "message": "inference_type 'Detection' is not one of ImageClassification, "
+        "ImageToImage, TextToText, Tensor",
+        "status": 422,
+    }
+    wrong_kind = run("tiny", {"kind": "image", "task": "Tensor", "image": b"", "deadline": FAR})
+    assert wrong_kind["error"]["message"] == "a 'image' input cannot be used for Tensor"  # type: ignore[index]
+    image = contract.image_item("ImageClassification", png_bytes(), FAR, 1)
+    refused = run("tensor", dict(image))
+    assert refused["error"]["code"] == "wrong_inference_type"  # type: ignore[index]
+    # the raw type runs on a model configured for any task, or none
+    tensor = typed.tensor_from_values("float32", [1, 3, 4, 4], [0.5] * 48)
+    for model in ("tiny", "tensor"):
+        result = run(model, dict(contract.args_item([tensor], FAR)))
+        assert result["ok"], result
+        assert result["output"]["Tensor"]["shape"] == [1, 10]  # type: ignore[index]

@@ -82,7 +82,7 @@ def test_examples_build_and_load(model_dir: Path, tmp_path: Path) -> None:
     assert (
         set(paths)
         == set(EXAMPLE_NAMES)
-        == {"resnet18", "segmenter", "enhancer", "textgen", "echo", "tiny"}
+        == {"resnet18", "segmenter", "enhancer", "textgen", "echo", "tiny", "multi"}
     )
     with torch.inference_mode():
         resnet = torch.jit.load(str(paths["resnet18"]))

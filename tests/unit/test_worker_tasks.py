@@ -27,6 +27,7 @@ class FakeRedis:
         self.counters: dict[str, int] = {}
         self.hashes: dict[str, dict[str, str]] = {}
         self.ttl: dict[str, int] = {}
+        self.strings: dict[str, str] = {}
         self._queued: list[tuple[str, tuple[Any, ...]]] | None = None
 
     def pipeline(self, transaction: bool = True) -> FakeRedis:
@@ -62,6 +63,19 @@ class FakeRedis:
 
     def delete(self, key: str) -> Any:
         return self._do("delete", key)
+
+    def set(self, key: str, value: str) -> Any:
+        return self._do("set", key, value)
+
+    def exists(self, key: str) -> Any:
+        return self._do("exists", key)
+
+    def _set(self, key: str, value: str) -> bool:
+        self.strings[key] = value
+        return True
+
+    def _exists(self, key: str) -> int:
+        return int(key in self.strings)
 
     def _incr(self, key: str) -> int:
         self.counters[key] = self.counters.get(key, 0) + 1
