@@ -184,6 +184,32 @@ class LogSettings:
 
 
 @dataclass(frozen=True)
+class ManagementSettings:
+    """TorchServe's management API under /management (web.routes.management) and the model
+    registry in Redis it writes (autodep_celery.model_registry)."""
+
+    enabled: bool = True
+    """false: no /management routes, and no process reads the registry (config.toml only)."""
+    model_store: str = "models"
+    """Directory whose TorchScript files POST /management/models may register (relative to the
+    config file, like model paths); nothing outside it can be registered."""
+
+
+@dataclass(frozen=True)
+class AuthSettings:
+    """API keys for inference routes and admin keys for management (web.auth). The keys
+    themselves come from the environment (AUTODEP_API_KEYS, AUTODEP_ADMIN_KEYS) or from these
+    files, never from this file."""
+
+    api_keys_file: str = ""
+    """A file of API keys, one per line (# comments); relative to the config file."""
+    admin_keys_file: str = ""
+    """A file of admin keys (management routes), one per line."""
+    allow_unauthenticated: bool = False
+    """true: serve beyond loopback with no key at all (a proxy in front authenticates)."""
+
+
+@dataclass(frozen=True)
 class Settings:
     web: WebSettings = field(default_factory=WebSettings)
     broker: BrokerSettings = field(default_factory=BrokerSettings)
@@ -191,6 +217,9 @@ class Settings:
     autoscaler: AutoscalerSettings = field(default_factory=AutoscalerSettings)
     models: tuple[ModelSettings, ...] = ()
     log: LogSettings = field(default_factory=LogSettings)
+    management: ManagementSettings = field(default_factory=ManagementSettings)
+    auth: AuthSettings = field(default_factory=AuthSettings)
+    jobs: JobsSettings = field(default_factory=JobsSettings)
 
     def model(self, name: str) -> ModelSettings | None:
         for m in self.models:
@@ -235,6 +264,9 @@ _SECTIONS: dict[str, type] = {
     "worker": WorkerSettings,
     "autoscaler": AutoscalerSettings,
     "log": LogSettings,
+    "management": ManagementSettings,
+    "auth": AuthSettings,
+    "jobs": JobsSettings,
 }
 # Autodep's config.toml keys, accepted with a warning: (section, key) -> (section, key).
 _ALIASES: dict[tuple[str, str], tuple[str, str]] = {
@@ -501,6 +533,20 @@ def from_dict(raw: dict[str, Any], base_dir: Path | None = None) -> Settings:
             if not isinstance(value, dict):
                 raise ConfigError(f"[{key}] must be a table")
             kwargs[key] = _build(_SECTIONS[key], key, value)
+            store = kwargs[key].model_store if key == "management" else ""
+            if store and base_dir is not None and not Path(store).is_absolute():
+                kwargs[key] = dataclasses.replace(
+                    kwargs[key], model_store=str((base_dir / store).resolve())
+                )
+            if key == "auth" and base_dir is not None:  # key files relative to the config file
+                kwargs[key] = dataclasses.replace(
+                    kwargs[key],
+                    **{
+                        f: str((base_dir / v).resolve())
+                        for f in ("api_keys_file", "admin_keys_file")
+                        if (v := getattr(kwargs[key], f)) and not Path(v).is_absolute()
+                    },
+                )
             if key == "log" and base_dir is not None and kwargs[key].dir:
                 log_dir = Path(kwargs[key].dir)
                 if not log_dir.is_absolute():  # relative to the config file, like model paths

@@ -141,10 +141,19 @@ class _Stop(Exception):
     pass
 
 
+def _check_access(settings: Settings) -> None:
+    """Keys readable, and none needed only on loopback (web.auth): refused before anything
+    starts, with the message naming the settings."""
+    from autodep_celery.web import auth
+
+    auth.check_listen(settings, auth.load_keys(settings))
+
+
 def serve(args: argparse.Namespace) -> int:
     settings = _settings(args, args.models)
     logs.setup(settings.log, "serve")
-    if not settings.models:
+    _check_access(settings)
+    if not settings.models and not settings.management.enabled:
         raise ConfigError(
             "nothing to serve: give MODEL.pt files or [[models]] in config.toml "
             "(`autodep example-models models` writes some)"
@@ -289,6 +298,7 @@ class _Supervisor:
 
 def web(args: argparse.Namespace) -> int:
     settings = _settings(args)
+    _check_access(settings)
     env = launch.child_env(settings)
     argv = launch.web_argv()
     os.execve(argv[0], argv, env)

@@ -7,11 +7,13 @@ forks. Must not import torch or ``worker``.
 
 from __future__ import annotations
 
-from flask import Flask
+import functools
+
+from flask import Flask, request
 
 from autodep_celery import config
 from autodep_celery.config import Settings
-from autodep_celery.web import errors, model_table, observe
+from autodep_celery.web import auth, errors, model_table, observe
 from autodep_celery.web.interfaces import DispatcherProtocol, StatusView
 from autodep_celery.web.metrics import Metrics
 from autodep_celery.web.routes import (
@@ -57,6 +59,8 @@ def create_app(
         "metrics": stats,
         "models": model_table.build(settings, dispatcher, stats.set_settings, from_redis=wired),
     }
+    keys = auth.load_keys(settings)
+    app.before_request(functools.partial(_authorize, keys))
     errors.register(app)
     observe.register(app, stats)
     for module in (
@@ -77,3 +81,12 @@ def create_app(
         app.register_blueprint(management.bp)
     return app
 
+
+def _authorize(keys: auth.Keys) -> None:
+    """Before every request: the key its route needs (web.auth)."""
+    if not keys.any:
+        return
+    if request.endpoint in auth.OPEN_ENDPOINTS:
+        return
+    access = auth.ACCESS.get(request.blueprint or "", auth.OPEN)
+    auth.authorize(keys, access, request.headers.get("Authorization"))

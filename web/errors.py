@@ -41,6 +41,9 @@ def _autodep_error(exc: AutodepError) -> Response:
     retry_after = getattr(exc, "retry_after_s", None)
     if retry_after is not None:
         headers["Retry-After"] = str(max(1, int(retry_after)))
+    if exc.http_status == 401:
+        headers["WWW-Authenticate"] = 'Bearer realm="autodep"'
+
     # 503 (no worker, broker down) repeats on every request while it lasts: not a WARNING each.
     if exc.http_status < 500:
         level = logging.DEBUG

@@ -27,11 +27,15 @@ from gunicorn.glogging import Logger as _GunicornLogger
 # Aliased: a module-level name `config` would be read as gunicorn's own `config` setting.
 from autodep_celery import config as _config
 from autodep_celery import logs as _logs
+from autodep_celery.web import auth as _auth
 from autodep_celery.web import http_workers as _http_workers
 
 _MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 _settings = _config.load()
 _web = _settings.web
+# a server beyond loopback without any key refuses to start (web.auth), also when gunicorn is
+# started by hand with this file
+_auth.check_listen(_settings, _auth.load_keys(_settings))
 _owned_dir: list[str] = []
 """The metrics directory this master created (and removes on exit)."""
 

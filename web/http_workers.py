@@ -1,5 +1,5 @@
 """gunicorn's worker classes with three changes for clients that misbehave at the HTTP level
-(docs/architecture.md §2.14): every read from a client socket times out after
+(docs/architecture.md §2.17): every read from a client socket times out after
 ``web.read_timeout_s``, so a connection that sends nothing (idle, slow headers, a body that
 stops) is closed instead of holding one of ``web.connections`` forever; a whole request (body
 read, model wait and answer) is cut after ``request_timeout_s + read_timeout_s``, so a body that
