@@ -36,6 +36,8 @@ from autodep_celery.contract import REGISTRY_KEY
 log = logging.getLogger(__name__)
 
 MODEL_VERSION = "1.0"
+VERSION_NAMES = (MODEL_VERSION, "1")
+"""How clients name the one version: TorchServe's archiver writes "1.0", the OIP says "1"."""
 """The one version of every model (TorchServe's describe and register messages name one)."""
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
 _EXPORT_HINT = "export it with torch.jit.script(model).save(path) (or torch.jit.trace)"

@@ -193,8 +193,8 @@ def listing(
 
 
 def check_version(name: str, version: str | None) -> None:
-    """Every model has one version, MODEL_VERSION; "all" names it too."""
-    if version not in (None, "all", model_registry.MODEL_VERSION):
+    """Every model has one version, MODEL_VERSION ("1" too); "all" names it too."""
+    if version not in (None, "all", *model_registry.VERSION_NAMES):
         raise errors.UnknownModel(
             f"Model version: {version} does not exist for model: {name} (every model has "
             f"version {model_registry.MODEL_VERSION})"

@@ -115,6 +115,7 @@ def test_register_list_describe_scale_unregister(settings: Settings) -> None:
     assert worker["startTime"].endswith("Z") and worker["pid"] == 7
     assert w.client.get("/management/models/tiny/all").json == [described]
     assert w.client.get("/management/models/tiny/1.0").json == [described]
+    assert w.client.get("/management/models/tiny/1").json == [described]  # as /v2 names it
     assert w.client.get("/management/models/cfg").json[0]["loadedAtStartup"] is True
     # scale: TorchServe's defaults (max = min) and its 202
     r = w.client.put("/management/models/tiny?min_worker=2&max_worker=3")

@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 from flask import Blueprint, Response, request
 
-from autodep_celery import contract, errors, task_types
+from autodep_celery import contract, errors, model_registry, task_types
 from autodep_celery.config import ModelSettings
 from autodep_celery.web import routes, run, uploads
 from autodep_celery.web.openapi import Media, operation
@@ -24,7 +24,7 @@ from autodep_celery.web.spec import MapOf, Number, Object, String
 
 bp = Blueprint("torchserve", __name__)
 
-MODEL_VERSIONS = ("1.0", "1")
+MODEL_VERSIONS = model_registry.VERSION_NAMES
 """What /predictions/{model}/{version} accepts: we serve one version of each model, which
 TorchServe clients address as the model archiver's usual "1.0"."""
 TOP_K = 5
