@@ -51,6 +51,7 @@ def make_celery(settings: Settings) -> Celery:
         task_track_started=False,
         result_expires=3600,
         broker_connection_retry_on_startup=True,
+        broker_connection_max_retries=None,  # a worker waits for its broker, however long
         broker_connection_timeout=CONNECT_TIMEOUT_S,
         # a pool child loads and warms its models inside worker_process_init; Celery's default
         # 4 s would kill children of slow-loading models over and over

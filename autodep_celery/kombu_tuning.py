@@ -1,4 +1,4 @@
-"""Two fixes to kombu's Redis transport, applied by :func:`celery_app.make_celery`.
+"""Three fixes to kombu's Redis transport, applied by :func:`celery_app.make_celery`.
 
 The client cache: kombu builds a new ``redis.Redis`` object (over its shared connection pool)
 for every publish and every ack. With redis-py 8, building one copies ~200 response callbacks:
@@ -16,6 +16,12 @@ without the record that would restore it after a crash (a warning says so); an a
 refuses leaves the record, so the message is restored and computed once more later (at least
 once); and the periodic restore is skipped until Redis takes writes again
 (tests/fault/test_redis_and_web_faults.py).
+
+Reconnecting: Celery's consumer calls kombu's ``ensure_connection`` without intervals, so kombu's
+defaults apply: 2 s, then 4 s, 6 s... up to 30 s between attempts. A Redis back after a 2 s
+restart was reached by the workers ~4 s later, and one back after a minute up to 30 s later.
+Attempts now start at RETRY_START_S and grow by RETRY_STEP_S to RETRY_MAX_S; with
+``broker_connection_max_retries = None`` (celery_app) a worker keeps trying instead of exiting.
 """
 
 from __future__ import annotations
@@ -27,6 +33,9 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 _MARK = "_autodep_client_cache"
+RETRY_START_S = 0.2
+RETRY_STEP_S = 0.5
+RETRY_MAX_S = 2.0
 
 
 def install() -> None:
@@ -53,7 +62,24 @@ def install() -> None:
 
     channel._create_client = _create_client  # type: ignore[method-assign]  # the patch itself
     channel.QoS = _tolerant_qos(kombu_redis.QoS)
+    _quick_reconnect()
     setattr(channel, _MARK, True)
+
+
+def _quick_reconnect() -> None:
+    from kombu.connection import Connection
+
+    original = Connection._ensure_connection
+
+    @functools.wraps(original)
+    def _ensure_connection(self: Any, *args: Any, **kwargs: Any) -> Any:
+        if len(args) < 3:  # intervals not given positionally: ours instead of kombu's 2/2/30
+            kwargs.setdefault("interval_start", RETRY_START_S)
+            kwargs.setdefault("interval_step", RETRY_STEP_S)
+            kwargs.setdefault("interval_max", RETRY_MAX_S)
+        return original(self, *args, **kwargs)  # type: ignore[no-untyped-call]  # kombu
+
+    Connection._ensure_connection = _ensure_connection  # type: ignore[method-assign]
 
 
 def _tolerant_qos(base: Any) -> Any:
