@@ -193,6 +193,8 @@ def redis_metrics(
     yield from model_metrics(settings, procs, signals)
     if scaler is not None:
         yield from autoscaler_metrics(scaler)
+    else:  # no state published within its TTL: none runs (an alert can fire on 0)
+        yield _gauge("autodep_autoscaler_running", _RUNNING_HELP, [], [([], 0.0)])
 
 
 def model_metrics(
@@ -247,11 +249,14 @@ def _number(value: Any) -> float | None:
     return float(value) if isinstance(value, int | float) else None
 
 
+_RUNNING_HELP = "1 while an autoscaler publishes its state, else 0."
+
+
 def autoscaler_metrics(state: dict[str, Any]) -> Iterator[Metric]:
     """The running autoscaler's state (``autodep:autoscaler``) as gauges and counters."""
     yield _gauge(
         "autodep_autoscaler_running",
-        "1 while an autoscaler publishes its state.",
+        _RUNNING_HELP,
         [],
         [([], 1.0 if state.get("running", True) else 0.0)],
     )

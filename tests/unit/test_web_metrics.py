@@ -249,6 +249,18 @@ def test_collector_reads_real_redis_shapes():
     assert got[("autodep_backlog_items", (("model", "m"),))] == 3
     assert got[("autodep_worker_processes", (("model", "m"), ("state", "idle")))] == 1
     assert got[("autodep_autoscaler_running", ())] == 1
+    # its state expired: no autoscaler runs, and the gauge says 0 instead of vanishing
+    Gone = type("Gone", (Fake,), {})
+    gone_init = Fake.__init__
+
+    def without_state(self):
+        gone_init(self)
+        del self.values[b"autodep:autoscaler"]
+
+    Gone.__init__ = without_state
+    collector = metrics_mod.RedisCollector(SETTINGS, "redis://unused", client=Gone)
+    samples = {s.name: s.value for f in collector.collect() for s in f.samples}
+    assert samples["autodep_autoscaler_running"] == 0
 
 
 def test_exposition_passes_promtool():
