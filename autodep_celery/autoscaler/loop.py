@@ -64,6 +64,9 @@ class Autoscaler:
         self._counts: dict[str, dict[str, int]] = {}
         self._last_reason: dict[str, str] = {}
         self._stop = threading.Event()
+        self._claimed_bytes = 0
+        """Memory promised to the processes this step grants: two models must not both grow
+        into the same free memory before either has forked."""
         self.decisions: dict[str, policy.Decision] = {}
 
     # ---- running ---------------------------------------------------------------------------
@@ -93,6 +96,7 @@ class Autoscaler:
     # ---- one step --------------------------------------------------------------------------
     def step(self) -> dict[str, policy.Decision]:
         now = self._clock()
+        self._claimed_bytes = 0
         self._reload_models()
         if self._local is not None:
             self._local.supervise()
@@ -158,7 +162,7 @@ class Autoscaler:
             target = min(pin, high)
             action = policy.HOLD if target == current else ("up" if target > current else "down")
             return policy.Decision(current, target, target, action, "pinned by hand", history)
-        room = self._room(m, serving, procs)
+        room, per_proc = self._room(m, serving, procs)
         own = self._local.pids() if self._local is not None else {}
         slots = _slots(serving, own)
         # a running worker keeps at least its own minimum, unless it is ours to stop: the pool
@@ -174,13 +178,17 @@ class Autoscaler:
         pool = policy.Pool(current=current, min=min(max(low, floor), high), max=high, room=room)
         decision = policy.desired_workers(signal, pool, self.cfg, history, now)
         self._history[m.name] = decision.history
+        if room is not None and decision.desired > decision.current:
+            self._claimed_bytes += (decision.desired - decision.current) * per_proc
         return decision
 
     def _room(
         self, m: ModelSettings, serving: list[status.WorkerRecord], procs: list[status.ProcStatus]
-    ) -> int | None:
-        """Processes of `m` that free memory still holds (the memory guard); None when no
-        worker reports its host's memory (no guard rather than no growth)."""
+    ) -> tuple[int | None, int]:
+        """Processes of `m` that free memory still holds (the memory guard; None when no
+        worker reports its host's memory: no guard rather than no growth), and the memory of
+        one. Memory that earlier models of this step were granted counts as taken, on every
+        host (conservative when several hosts serve)."""
         sizes = [p.rss_bytes for p in procs if p.ready and m.name in p.models and p.rss_bytes]
         try:
             per_proc = max(sizes) if sizes else 2 * os.path.getsize(m.path) + MODEL_OVERHEAD_BYTES
@@ -192,8 +200,9 @@ class Autoscaler:
         else:  # nothing serves it yet: a worker would start on this host
             available = [int(psutil.virtual_memory().available)]
         if not available:
-            return None
-        return sum(max(0, (a - reserve) // per_proc) for a in available)
+            return None, per_proc
+        taken = reserve + self._claimed_bytes
+        return sum(max(0, (a - taken) // per_proc) for a in available), per_proc
 
     def _record(self, m: ModelSettings, d: policy.Decision, signal: backlog.Signal) -> None:
         counts = self._counts.setdefault(m.name, {"up": 0, "down": 0, "hold": 0})

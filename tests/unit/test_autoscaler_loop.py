@@ -205,3 +205,16 @@ def test_our_worker_started_large_shrinks_and_stops_at_zero():
             break
     assert [n for _, n in w.pools.sent] == [3, 2, 1]  # one step at a time
     assert local.stopped == ["m"]  # then drained and stopped: scale to zero
+
+
+def test_memory_granted_to_a_model_earlier_in_a_step_is_taken_for_the_next():
+    from autodep_celery import status
+
+    w = World()
+    w.worker(pid=7, processes=1, bounds=(4, 1))
+    serving, procs = status.read_workers(w.redis), status.read_all(w.redis)  # type: ignore[arg-type]
+    m = w.scaler.settings.models[0]
+    room, per_proc = w.scaler._room(m, serving, procs)
+    assert room is not None and room > 3
+    w.scaler._claimed_bytes = 3 * per_proc  # another model grew by 3 processes this step
+    assert w.scaler._room(m, serving, procs)[0] == room - 3
