@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import secrets
 import signal
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -18,7 +17,6 @@ from pathlib import Path
 import psutil
 import pytest
 import redis
-import requests
 import torch
 
 from autodep_celery import processes
@@ -31,6 +29,7 @@ from autodep_celery.config import (
 )
 from autodep_celery.embedded_redis import redis_server_binary
 from autodep_celery.worker.examples import Tiny
+from tests.fault.load import CLIENTS, Load, Outcome, recovery_s, summary
 from tests.integration.conftest import (
     IN_CI,
     Stack,
@@ -39,12 +38,10 @@ from tests.integration.conftest import (
     start_worker,
     wait_for_workers,
 )
-from tests.integration.support import tiny_body
 
 pytestmark = pytest.mark.fault
 
 REQUEST_TIMEOUT_S = 8.0
-CLIENTS = 4
 
 
 @dataclass
@@ -84,49 +81,6 @@ class RedisServer:
         assert self.child is not None
         self.child.proc.send_signal(signal.SIGKILL)
         self.child.proc.wait(10)
-
-
-@dataclass
-class Outcome:
-    started: float
-    ended: float
-    status: int | str
-
-
-@dataclass
-class Load:
-    """CLIENTS threads sending /inference requests to `url` back to back until stopped."""
-
-    url: str
-    outcomes: list[Outcome] = field(default_factory=list)
-    stop: threading.Event = field(default_factory=threading.Event)
-    threads: list[threading.Thread] = field(default_factory=list)
-
-    def _client(self, seed: int) -> None:
-        session = requests.Session()
-        body = tiny_body(seed)
-        while not self.stop.is_set():
-            started = time.monotonic()
-            try:
-                r = session.post(self.url + "/inference", json=body, timeout=REQUEST_TIMEOUT_S + 5)
-                status: int | str = r.status_code
-            except requests.RequestException as exc:
-                status = type(exc).__name__
-                session = requests.Session()
-            self.outcomes.append(Outcome(started, time.monotonic(), status))
-            if status != 200:
-                time.sleep(0.05)
-
-    def __enter__(self) -> Load:
-        self.threads = [threading.Thread(target=self._client, args=(i,)) for i in range(CLIENTS)]
-        for t in self.threads:
-            t.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self.stop.set()
-        for t in self.threads:
-            t.join(REQUEST_TIMEOUT_S + 10)
 
 
 @pytest.fixture
@@ -171,13 +125,6 @@ def check_answered(outcomes: list[Outcome], allowed: set[int | str]) -> None:
     assert slowest < REQUEST_TIMEOUT_S + 3, slowest
 
 
-def recovery_s(outcomes: list[Outcome], since: float) -> float:
-    """From `since` to the end of the first 200 of a request that started after it."""
-    ok = [o.ended for o in outcomes if o.started >= since and o.status == 200]
-    assert ok, "no request succeeded after the fault ended"
-    return min(ok) - since
-
-
 def test_external_redis_with_aof_restarted_under_load(
     system: tuple[RedisServer, Stack, Web],
 ) -> None:
@@ -191,7 +138,12 @@ def test_external_redis_with_aof_restarted_under_load(
     check_answered(load.outcomes, {200, 503, 504})
     recovered = recovery_s(load.outcomes, back)
     late = [o.status for o in load.outcomes if o.started > back + recovered + 1]
-    print(f"\nredis (AOF) restart: {len(load.outcomes)} requests, recovery {recovered:.2f} s")
+    print(
+        "\n"
+        + summary(
+            "external Redis (AOF, password) SIGKILLed, back after 2 s", load.outcomes, recovered
+        )
+    )
     assert recovered < 10, recovered
     assert late and set(late) == {200}, late
 
@@ -221,7 +173,7 @@ def test_redis_refusing_writes_gives_503_and_serving_resumes(
     ]
     assert during and {o.status for o in during} <= {503}, timeline
     recovered = recovery_s(load.outcomes, allowed_again)
-    print(f"\nredis maxmemory: {len(during)} requests refused with 503, recovery {recovered:.2f} s")
+    print("\n" + summary("Redis refusing writes (maxmemory) for 11 s", load.outcomes, recovered))
     assert recovered < 5, recovered
     for pid in (p.pid for p in psutil.Process(web.child.proc.pid).children()):
         assert psutil.pid_exists(pid)
@@ -248,4 +200,4 @@ def test_a_killed_gunicorn_worker_is_replaced(system: tuple[RedisServer, Stack, 
     served = [o for o in load.outcomes if o.started > killed + 1]
     assert served and {o.status for o in served} == {200}
     check_answered([o for o in load.outcomes if o.status == 200], {200})
-    print(f"\ngunicorn worker SIGKILL: {len(load.outcomes)} requests, {len(failed)} dropped")
+    print("\n" + summary("a gunicorn worker SIGKILLed", load.outcomes, None))
