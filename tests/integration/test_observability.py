@@ -80,8 +80,12 @@ def test_metrics_count_every_process_and_pass_promtool(web: Web, stack: Stack) -
     assert after[("autodep_redis_up", ())] == 1
     client = stack.redis()
     try:
-        if client.get(contract.AUTOSCALER_KEY) is None:  # no autoscaler: nothing of it shows
-            assert not any(name.startswith("autodep_autoscaler_") for name, _ in samples(web))
+        if client.get(contract.AUTOSCALER_KEY) is None:
+            # no autoscaler: only its running gauge shows, at 0
+            got = samples(web)
+            shown = {name for name, _ in got if name.startswith("autodep_autoscaler_")}
+            assert shown == {"autodep_autoscaler_running"}
+            assert got[("autodep_autoscaler_running", ())] == 0
     finally:
         client.close()
 
@@ -143,7 +147,11 @@ def test_autoscaler_state_is_exported_while_published(web: Web, stack: Stack) ->
     finally:
         client.delete(contract.AUTOSCALER_KEY)
         client.close()
-    assert not any(n.startswith("autodep_autoscaler_") for n, _ in samples(web))
+    gone = samples(web)
+    assert {n for n, _ in gone if n.startswith("autodep_autoscaler_")} == {
+        "autodep_autoscaler_running"
+    }
+    assert gone[("autodep_autoscaler_running", ())] == 0
 
 
 def test_request_id_goes_from_client_to_worker_log_and_back(web: Web, stack: Stack) -> None:
