@@ -38,8 +38,28 @@ ROOT = Path(__file__).resolve().parents[2]
 FILES = ("docker-compose.yml", "docker/compose.test.yml")
 BASE_IMAGE = "autodep-base:bookworm"
 IN_CI = os.environ.get("CI") == "true"
-MODELS = ("resnet18", "segmenter", "enhancer", "textgen", "echo", "tiny")
+MODELS = ("resnet18", "segmenter", "enhancer", "textgen", "echo", "tiny", "multi")
 UP_TIMEOUT_S = 900
+MULTI_ARGS = [  # the README's example
+    {
+        "type": "tensor_list",
+        "value": [
+            {"type": "tensor", "shape": [1, 2], "value": [10, 1]},
+            {"type": "tensor", "shape": [1, 3], "value": [10, 1, 1]},
+        ],
+    },
+    {"type": "tensor", "shape": [1, 3], "value": [10, 1, 1]},
+    {
+        "type": "tensor_dict",
+        "value": {
+            "x": {"type": "tensor", "shape": [1, 2], "value": [1, 2]},
+            "y": {"type": "tensor", "shape": [1, 3], "value": [0, 1, 1]},
+        },
+    },
+    {"type": "scalar", "data_type": "int64", "value": 30},
+    {"type": "string", "value": "Hello!"},
+]
+"""Arguments for `multi` (torch-serving's example signature)."""
 
 pytestmark = pytest.mark.timeout(UP_TIMEOUT_S + 300)
 
@@ -372,6 +392,8 @@ def test_queued_work_survives_a_redis_restart(stack: Compose) -> None:
         for model in MODELS:
             if model in ("textgen", "echo"):
                 r = stack.post(model, "TextToText", {"Text": "after restart"})
+            elif model == "multi":
+                r = stack.post(model, "Tensor", {"Tensor": MULTI_ARGS})
             elif model in ("segmenter", "enhancer"):
                 r = stack.post(model, "ImageToImage", image_data(32, 32))
             else:
