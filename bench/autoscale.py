@@ -250,16 +250,22 @@ def start(
     return child
 
 
-def calibrate(loop: openloop.OpenLoop, high: int) -> dict[str, Any]:
+def calibrate(
+    loop: openloop.OpenLoop,
+    high: int,
+    warmup_s: float = CALIBRATE_WARMUP_S,
+    seconds: float = CALIBRATE_S,
+) -> dict[str, Any]:
     """Saturated throughput of the fixed pool: a closed loop deep enough (16 requests per
-    process) for the web tier to form full batches, as a backlog under overload does."""
+    process) for the web tier to form full batches, as a backlog under overload does.
+    Also bench.soak's capacity."""
     concurrency = max(32, 16 * high)
-    loop.saturate(CALIBRATE_WARMUP_S, concurrency)
-    got = loop.saturate(CALIBRATE_S, concurrency)
-    rate = timeline.throughput(got, 0.0, CALIBRATE_S) or 0.0
+    loop.saturate(warmup_s, concurrency)
+    got = loop.saturate(seconds, concurrency)
+    rate = timeline.throughput(got, 0.0, seconds) or 0.0
     if rate <= 0:
-        raise RuntimeError(f"no request answered 2xx in {CALIBRATE_S:g} s of closed loop")
-    return {"req_per_s": rate, "concurrency": concurrency, "seconds": CALIBRATE_S}
+        raise RuntimeError(f"no request answered 2xx in {seconds:g} s of closed loop")
+    return {"req_per_s": rate, "concurrency": concurrency, "seconds": seconds}
 
 
 def make_trace(args: argparse.Namespace, capacity_rps: float) -> traces.Trace:

@@ -1,14 +1,15 @@
 """`autodep bench`: parse the options, check what the run needs, run a scenario, write results.
 
 Scenarios: `throughput` (the default; bench.throughput: the in-process limit, `autodep serve`
-and a FastAPI baseline at fixed concurrencies) and `autoscale` (bench.autoscale: a load trace
-against the autoscaled pool and a fixed pool at max). Before anything is measured, what the run
-needs beyond the core install is checked (bench.deps: exit 2 naming the install command). The
-JSON is written before any plot (bench.output): a plot that fails costs the PNG and exit code 1,
-never a measurement, and a run that fails part-way writes what it measured to
-<stem>-partial.json. Every process started is stopped on the way out, also on Ctrl-C, SIGTERM
-or an error. Progress (one line per step, with an ETA for the whole run) goes to stderr,
-results to stdout. Imported by autodep_celery.cli only for `autodep bench`.
+and a FastAPI baseline at fixed concurrencies), `autoscale` (bench.autoscale: a load trace
+against the autoscaled pool and a fixed pool at max) and `soak` (bench.soak: minutes of steady
+load at a fraction of capacity, watching memory, Redis and latency for growth). Before anything
+is measured, what the run needs beyond the core install is checked (bench.deps: exit 2 naming
+the install command). The JSON is written before any plot (bench.output): a plot that fails
+costs the PNG and exit code 1, never a measurement, and a run that fails part-way writes what it
+measured to <stem>-partial.json. Every process started is stopped on the way out, also on
+Ctrl-C, SIGTERM or an error. Progress (one line per step, with an ETA for the whole run) goes to
+stderr, results to stdout. Imported by autodep_celery.cli only for `autodep bench`.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ from autodep_celery.bench import (
     autoscale_report,
     deps,
     output,
+    soak,
+    soak_summary,
     systems,
     throughput,
     workloads,
@@ -36,7 +39,9 @@ from autodep_celery.bench.progress import Progress
 
 RESULTS_DIR = Path(__file__).parent / "results"
 SYSTEMS = ("limit", "served", "baseline")
-SCENARIOS = ("throughput", "autoscale")
+SCENARIOS = ("throughput", "autoscale", "soak")
+DEFAULT_WORKLOADS = list(workloads.WORKLOADS)
+"""The default of --workloads (compared by identity: soak takes `tiny` unless one is named)."""
 QUICK_DURATION_S = 2.0
 QUICK_WARMUP_S = 1.0
 
@@ -69,13 +74,14 @@ def _parser() -> argparse.ArgumentParser:
         choices=SCENARIOS,
         default="throughput",
         help="throughput (default): limit vs served vs FastAPI at fixed concurrency; "
-        "autoscale: a load trace against the autoscaled pool and a fixed pool at max",
+        "autoscale: a load trace against the autoscaled pool and a fixed pool at max; "
+        "soak: minutes of steady load, reporting memory, Redis and latency growth",
     )
     p.add_argument(
         "--workloads",
         type=_csv("workload", tuple(workloads.WORKLOADS)),
-        default=list(workloads.WORKLOADS),
-        help="default: resnet18,tiny",
+        default=DEFAULT_WORKLOADS,
+        help="default: resnet18,tiny (soak: one workload, default tiny)",
     )
     p.add_argument(
         "--concurrency",
@@ -120,6 +126,7 @@ def _parser() -> argparse.ArgumentParser:
         "--no-plot", action="store_true", help="write the JSON only (no matplotlib needed)"
     )
     autoscale.add_arguments(p)
+    soak.add_arguments(p)
     return p
 
 
@@ -128,7 +135,13 @@ def _on_sigterm(_signum: int, _frame: Any) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.scenario == "soak":
+        if args.workloads is DEFAULT_WORKLOADS:
+            args.workloads = [soak.DEFAULT_WORKLOAD]
+        if len(args.workloads) != 1:
+            parser.error("--scenario soak takes one workload, e.g. --workloads tiny")
     if args.quick:
         args.duration_s, args.warmup_s = QUICK_DURATION_S, QUICK_WARMUP_S
     absent = deps.missing(deps.needed(args.scenario, args.systems, plot=not args.no_plot))
@@ -142,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     children: list[processes.Child] = []
     progress = Progress()
     results: dict[str, Any] = {}
-    scenario = autoscale if args.scenario == "autoscale" else throughput
+    scenario = {"autoscale": autoscale, "soak": soak}.get(args.scenario, throughput)
     progress.set_plan(scenario.plan(args))
     try:
         results = scenario.run(args, workdir, children, progress, results)
@@ -170,7 +183,7 @@ def _stem(args: argparse.Namespace) -> str:
     if args.name or args.quick:
         return str(args.name or "quick")
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    return f"autoscale-{stamp}" if args.scenario == "autoscale" else stamp
+    return stamp if args.scenario == "throughput" else f"{args.scenario}-{stamp}"
 
 
 def _plot_throughput() -> output.Plotter:
@@ -185,17 +198,28 @@ def _plot_autoscale() -> output.Plotter:
     return autoscale_plot.plot
 
 
+def _plot_soak() -> output.Plotter:
+    from autodep_celery.bench import soak_plot
+
+    return soak_plot.plot
+
+
 def _write(args: argparse.Namespace, results: dict[str, Any], progress: Progress) -> int:
     """JSON, then plots, then the printed summary; 1 when plotting failed (the JSON is kept)."""
-    is_autoscale = args.scenario == "autoscale"
+    scenario = args.scenario
     stem, out = _stem(args), args.out
-    latest = None if args.name or args.quick else "autoscale-latest" if is_autoscale else "latest"
-    plotter = None if args.no_plot else _plot_autoscale if is_autoscale else _plot_throughput
+    latest = None
+    if not (args.name or args.quick):
+        latest = "latest" if scenario == "throughput" else f"{scenario}-latest"
+    plotters = {"autoscale": _plot_autoscale, "soak": _plot_soak}
+    plotter = None if args.no_plot else plotters.get(scenario, _plot_throughput)
     progress.step(f"writing {out}/{stem}.json" + ("" if args.no_plot else " and plots"), "write")
     saved = output.save(results, out, stem, plotter, latest)
     progress.done("plotting FAILED, JSON written" if saved.plot_error else "done")
-    if is_autoscale:
+    if scenario == "autoscale":
         print("\n" + autoscale_report.format_summary(results))
+    elif scenario == "soak":
+        print("\n" + soak_summary.format_summary(results))
     else:
         throughput.print_tables(args, results)
     print("\nwritten: " + "  ".join(str(p) for p in saved.written))
@@ -211,7 +235,7 @@ def _write(args: argparse.Namespace, results: dict[str, Any], progress: Progress
 
 def _save_partial(args: argparse.Namespace, results: dict[str, Any]) -> None:
     """What a failed or interrupted run measured, in <stem>-partial.json."""
-    measured = results.get("systems") or results.get("capacity")
+    measured = results.get("systems") or results.get("capacity") or results.get("samples")
     for wl in results.get("workloads", {}).values():
         measured = measured or wl.get("limit") or any(wl.get("systems", {}).values())
     if not measured:

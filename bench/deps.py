@@ -37,8 +37,8 @@ WRK = Need("wrk", "binary", "the load generator of --systems served,baseline", W
 def needed(scenario: str, systems: Iterable[str], plot: bool) -> list[Need]:
     """What a run of `scenario` over `systems` uses that the core install does not bring."""
     out: list[Need] = [MATPLOTLIB] if plot else []
-    if scenario == "autoscale":
-        return out  # its own open-loop generator (stdlib) and `autodep serve`
+    if scenario in ("autoscale", "soak"):
+        return out  # their own open-loop generator (stdlib) and `autodep serve`
     chosen = set(systems)
     if chosen & {"served", "baseline"}:
         out.append(WRK)

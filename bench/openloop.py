@@ -81,6 +81,12 @@ class OpenLoop:
         self._stop_threads(threads)
         return self._records
 
+    def records(self) -> list[Request]:
+        """The requests ended so far, in the order they ended (progress lines of a long run;
+        what an interrupted run keeps)."""
+        with self._cond:
+            return list(self._records)
+
     def _start_threads(self) -> list[threading.Thread]:
         threads = [
             threading.Thread(target=self._work, name=f"openloop-{i}", daemon=True)
