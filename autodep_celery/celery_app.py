@@ -14,7 +14,7 @@ import redis
 from celery import Celery
 from kombu.entity import Queue
 
-from autodep_celery import config, kombu_tuning, model_registry
+from autodep_celery import config, flower_guard, kombu_tuning, model_registry
 from autodep_celery.config import Settings
 
 log = logging.getLogger(__name__)
@@ -128,11 +128,14 @@ def settings_of(app: Celery) -> Settings:
 
 def default_app() -> Celery:
     """The process-wide app, built on first use from config file and environment, with the
-    models registered at runtime (a worker started for one finds its settings)."""
+    models registered at runtime (a worker started for one finds its settings). It is what
+    `celery -A autodep_celery <command>` runs, so the flower command gets its guard here."""
     global _default
     with _lock:
         if _default is None:
-            _default = make_celery(with_registry(config.load()))
+            settings = with_registry(config.load())
+            _default = make_celery(settings)
+            flower_guard.install(settings)
         return _default
 
 

@@ -11,6 +11,7 @@ import dataclasses
 import difflib
 import json
 import logging
+import math
 import os
 import re
 import tomllib
@@ -155,6 +156,13 @@ class ModelSettings:
     """Outstanding requests per web process above which new ones get 429."""
     min_workers: int | None = None
     max_workers: int | None = None
+    max_input_pixels: int | None = None
+    """Largest image (width x height) the model takes; larger ones get 413 before they are
+    queued. None: no bound of its own when it has a `resize` (only web.max_image_pixels), else
+    2048 x 2048 (autodep_celery.input_limits: its forward pass grows with the image)."""
+    max_input_elements: int | None = None
+    """Most tensor elements one Tensor request (/serve, /v2, inference_type Tensor) may send,
+    all arguments together; None: 3 x max_input_pixels (3 x 2048 x 2048 when that is unset)."""
 
     @property
     def queue(self) -> str:
@@ -207,6 +215,10 @@ class AuthSettings:
     """A file of admin keys (management routes), one per line."""
     allow_unauthenticated: bool = False
     """true: serve beyond loopback with no key at all (a proxy in front authenticates)."""
+    allow_unauthenticated_flower: bool = False
+    """true: `celery -A autodep_celery flower` may listen beyond loopback without one of
+    Flower's logins (--basic_auth, --auth); something else guards it (autodep_celery.
+    flower_guard)."""
 
 
 @dataclass(frozen=True)
@@ -301,13 +313,15 @@ def _coerce(where: str, value: Any, typ: Any) -> Any:
             return value
         raise ConfigError(f"{where} must be a whole number, not {value!r}")
     if base in ("float",) or typ is float:
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            return float(value)
-        raise ConfigError(f"{where} must be a number, not {value!r}")
+        number = _finite(value)
+        if number is not None:
+            return number
+        finite = "finite " if isinstance(value, int | float) and not isinstance(value, bool) else ""
+        raise ConfigError(f"{where} must be a {finite}number, not {value!r:.40}")
     if base in ("str",) or typ is str:
-        if isinstance(value, str):
+        if isinstance(value, str) and "\x00" not in value:  # no path, URL or name holds a NUL
             return value
-        raise ConfigError(f"{where} must be a string, not {value!r}")
+        raise ConfigError(f"{where} must be a string without NUL characters, not {value!r:.60}")
     if base.startswith("tuple[int, int]"):
         if (
             isinstance(value, list | tuple)
@@ -317,14 +331,22 @@ def _coerce(where: str, value: Any, typ: Any) -> Any:
             return tuple(value)
         raise ConfigError(f"{where} must be [height, width] with positive integers, not {value!r}")
     if base.startswith("tuple[float"):
-        if (
-            isinstance(value, list | tuple)
-            and value
-            and all(isinstance(v, int | float) and not isinstance(v, bool) for v in value)
-        ):
-            return tuple(float(v) for v in value)
-        raise ConfigError(f"{where} must be a list of numbers, not {value!r}")
+        numbers = [_finite(v) for v in value] if isinstance(value, list | tuple) else []
+        if numbers and None not in numbers:
+            return tuple(numbers)
+        raise ConfigError(f"{where} must be a list of finite numbers, not {value!r:.60}")
     raise ConfigError(f"{where}: unsupported type {text}")  # pragma: no cover
+
+
+def _finite(value: Any) -> float | None:
+    """`value` as a finite float, or None (not a number, inf, nan, an int past any float)."""
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:
+        return None
+    return number if math.isfinite(number) else None
 
 
 def _build(cls: type, section: str, raw: dict[str, Any]) -> Any:
@@ -434,6 +456,10 @@ def _check(settings: Settings) -> Settings:
             )
         if m.max_workers is not None and m.max_workers < 1:
             raise ConfigError(f"{where}.max_workers ({m.max_workers}) must be >= 1")
+        for key in ("max_input_pixels", "max_input_elements"):
+            bound = getattr(m, key)
+            if bound is not None and bound < 1:
+                raise ConfigError(f"{where}.{key} ({bound}) must be >= 1 (or unset: the default)")
         low = m.min_workers if m.min_workers is not None else a.min_workers
         if m.max_workers is not None and m.max_workers < low:
             raise ConfigError(
@@ -503,7 +529,10 @@ def from_dict(raw: dict[str, Any], base_dir: Path | None = None) -> Settings:
             log.warning(
                 "config: [%s] %s is Autodep's name; use [%s] %s", old_sec, old_key, new_sec, new_key
             )
-            target = dict(raw.get(new_sec, {}))
+            target = raw.get(new_sec, {})
+            if not isinstance(target, dict):
+                raise ConfigError(f"[{new_sec}] must be a table")
+            target = dict(target)
             target.setdefault(new_key, section[old_key])
             raw[new_sec] = target
     for old_sec in {s for s, _ in _ALIASES}:
@@ -586,7 +615,13 @@ def load(
     """
     environ = dict(os.environ if environ is None else environ)
     if environ.get(SETTINGS_ENV) and path is None and not overrides and not model_paths:
-        return from_dict(json.loads(environ[SETTINGS_ENV]))
+        try:
+            resolved = json.loads(environ[SETTINGS_ENV])
+        except ValueError as exc:
+            raise ConfigError(f"{SETTINGS_ENV} is not valid JSON: {exc}") from None
+        if not isinstance(resolved, dict):
+            raise ConfigError(f"{SETTINGS_ENV} must be a JSON object of settings")
+        return from_dict(resolved)
     raw: dict[str, Any] = {}
     base_dir: Path | None = None
     if path is None and environ.get(CONFIG_ENV):

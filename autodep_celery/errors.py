@@ -53,6 +53,14 @@ class ImageTooLarge(ClientError):
     code = "image_too_large"
 
 
+class InputTooLarge(ClientError):
+    """An input over the model's own size bound (models.max_input_pixels, max_input_elements):
+    it would hold a pool process too long (autodep_celery.input_limits)."""
+
+    http_status = 413
+    code = "input_too_large"
+
+
 class SlowClient(ClientError):
     """The client sent its request too slowly (a read timed out, or the whole request outlived
     request_timeout_s + read_timeout_s): the connection is closed so it cannot hold a slot."""

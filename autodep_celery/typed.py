@@ -92,6 +92,25 @@ def numel(shape: Sequence[int]) -> int:
     return math.prod(shape)
 
 
+def count_elements(value: Any) -> int:
+    """Tensor elements in a wire value and everything nested in it (lists, dicts), read from
+    the shapes; no recursion, so a deeply nested value sent past the web cannot overflow."""
+    count, stack = 0, [value]
+    while stack:
+        v = stack.pop()
+        if isinstance(v, list | tuple):
+            stack.extend(v)
+        elif is_tensor(v):
+            shape = v.get("shape")
+            if isinstance(shape, list | tuple) and all(
+                isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
+            ):
+                count += numel(shape)
+        elif is_dict(v) and isinstance(v.get("items"), list):
+            stack.extend(v["items"])
+    return count
+
+
 def check_shape(shape: Any, where: str = "shape") -> list[int]:
     if not isinstance(shape, list) or not all(
         isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
@@ -143,14 +162,14 @@ def pack(dt: DType, values: Sequence[Any]) -> bytes:
         for v in values:
             if isinstance(v, bool) or not isinstance(v, int | float):
                 raise TypedValueError(f"a {dt.name} tensor takes numbers, not {v!r:.40}")
-    if dt.code in _ARRAY_CODES:
-        packed = array.array(dt.code, values)
-        if not _LITTLE:
-            packed.byteswap()
-        return packed.tobytes()
     try:
+        if dt.code in _ARRAY_CODES:
+            packed = array.array(dt.code, values)
+            if not _LITTLE:
+                packed.byteswap()
+            return packed.tobytes()
         return struct.pack(f"<{len(values)}{dt.code}", *values)
-    except (struct.error, OverflowError) as exc:  # float16 overflow
+    except (struct.error, OverflowError) as exc:  # float16 overflow; an int past any float
         raise TypedValueError(f"a value does not fit {dt.name}: {exc}") from None
 
 

@@ -13,13 +13,13 @@ against every configured key, and never logged. Must not import torch.
 from __future__ import annotations
 
 import hmac
-import ipaddress
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from autodep_celery import errors
 from autodep_celery.config import ConfigError, Settings
+from autodep_celery.listen import is_loopback
 
 API_KEYS_ENV = "AUTODEP_API_KEYS"
 ADMIN_KEYS_ENV = "AUTODEP_ADMIN_KEYS"
@@ -144,15 +144,6 @@ def authorize(keys: Keys, access: str, header: str | None) -> None:
     if access == ADMIN and _matches(token, keys.api):
         raise Forbidden("an API key cannot call management routes; use an admin key")
     raise Unauthorized("the key is not valid; check Authorization: Bearer <key>")
-
-
-def is_loopback(host: str) -> bool:
-    if host in ("localhost", ""):
-        return host == "localhost"
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def check_listen(settings: Settings, keys: Keys, host: str | None = None) -> None:

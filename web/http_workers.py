@@ -40,10 +40,16 @@ _HINTS = {
 }
 
 
+_CLIENT_STATUS = {501: (400, "Bad Request")}
+"""gunicorn answers a Transfer-Encoding it does not know 501 (RFC 9112 says SHOULD); the client
+sent what this server cannot take, and bad input is a 4xx here, as on every route."""
+
+
 def json_error(status: int, reason: str, message: str) -> bytes:
     """A complete HTTP/1.1 response in the JSON error shape, closing the connection."""
-    code = re.sub(r"[^a-z0-9]+", "_", reason.lower()).strip("_") or "error"
     hint = _HINTS.get(status)
+    status, reason = _CLIENT_STATUS.get(status, (status, reason))
+    code = re.sub(r"[^a-z0-9]+", "_", reason.lower()).strip("_") or "error"
     text = f"{hint}: {message}" if hint and message else (message or hint or reason)
     body = json.dumps({"error": {"code": code, "message": text}}).encode()
     head = (

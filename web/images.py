@@ -1,6 +1,7 @@
 """Check a B64Image payload cheaply in the web tier: strict base64, a real image header, the
-pixel limit and the declared height/width; its spec (B64_IMAGE) is declared here too. The full
-decode happens in the worker.
+pixel limits (web.max_image_pixels, and the model's own bound: autodep_celery.input_limits) and
+the declared height/width; its spec (B64_IMAGE) is declared here too. The full decode happens in
+the worker.
 
 Called by :mod:`web.validation` through :mod:`web.task_types`, and by :mod:`web.uploads` for
 images sent as raw bytes (:func:`check_image_bytes`). JPEG and PNG sizes are read from
@@ -21,7 +22,8 @@ from typing import Any
 
 from PIL import Image
 
-from autodep_celery import errors
+from autodep_celery import errors, input_limits
+from autodep_celery.config import ModelSettings
 from autodep_celery.web.spec import Integer, Object, String
 
 TAG = "B64Image"
@@ -55,8 +57,9 @@ def _invalid(code: str, message: str) -> errors.InvalidInput:
     return errors.InvalidInput(message, code=code)
 
 
-def check_b64_image(value: Any, max_pixels: int) -> bytes:
-    """Return the image bytes of a ``{"image": b64, "height": h|null, "width": w|null}`` object."""
+def check_b64_image(value: Any, max_pixels: int, model: ModelSettings | None = None) -> bytes:
+    """Return the image bytes of a ``{"image": b64, "height": h|null, "width": w|null}`` object,
+    refused when larger than `max_pixels` or than `model` takes."""
     if not isinstance(value, dict):
         raise _invalid(
             "invalid_data",
@@ -74,7 +77,7 @@ def check_b64_image(value: Any, max_pixels: int) -> bytes:
             )
     declared = {k: _dimension(value, k) for k in _SIDES}
     raw = decode_b64(value["image"])
-    width, height = image_size(raw, max_pixels)
+    width, height = image_size(raw, max_pixels, model=model)
     for key, real in (("height", height), ("width", width)):
         if declared[key] is not None and declared[key] != real:
             raise _invalid(
@@ -182,17 +185,28 @@ def _jpeg_size(raw: bytes) -> tuple[int, int] | None:
     return None
 
 
-def check_image_bytes(raw: bytes, max_pixels: int, what: str = "the uploaded file") -> None:
+def check_image_bytes(
+    raw: bytes,
+    max_pixels: int,
+    what: str = "the uploaded file",
+    model: ModelSettings | None = None,
+) -> None:
     """Check an image sent as raw bytes (an upload, not base64) as B64Image is checked: a real
-    image header within `max_pixels`; `what` names it in the error messages."""
-    image_size(raw, max_pixels, what=what, encoding="")
+    image header within `max_pixels` and `model`'s bound; `what` names it in the messages."""
+    image_size(raw, max_pixels, model=model, what=what, encoding="")
 
 
 def image_size(
-    raw: bytes, max_pixels: int, *, what: str = "B64Image.image", encoding: str = ", base64-encoded"
+    raw: bytes,
+    max_pixels: int,
+    *,
+    model: ModelSettings | None = None,
+    what: str = "B64Image.image",
+    encoding: str = ", base64-encoded",
 ) -> tuple[int, int]:
-    """(width, height) from the header; raises for non-images and images over `max_pixels`.
-    `what` and `encoding` fit the messages to where the bytes came from."""
+    """(width, height) from the header; raises for non-images and images over `max_pixels` or
+    over what `model` takes. `what` and `encoding` fit the messages to where the bytes came
+    from."""
     try:
         size = header_size(raw)
         if size is None:
@@ -210,9 +224,5 @@ def image_size(
         ) from None
     if width < 1 or height < 1:
         raise errors.InvalidImage(f"the image has no pixels ({width}x{height})")
-    if width * height > max_pixels:
-        raise errors.ImageTooLarge(
-            f"the image is {width}x{height} = {width * height} pixels; the limit is {max_pixels} "
-            "(web.max_image_pixels); resize it first"
-        )
+    input_limits.check_image(width, height, max_pixels, model)
     return width, height

@@ -20,32 +20,59 @@ from typing import Any
 from autodep_celery import errors, model_registry, task_types
 from autodep_celery.config import ModelSettings, Settings
 from autodep_celery.status import ProcStatus
+from autodep_celery.web import params
+from autodep_celery.web.spec import String
 
-REGISTER_PARAMS = {
-    "url": "A TorchScript file inside [management] model_store, as a relative path (required)",
-    "model_name": "Name to serve it under (default: the file name without extension)",
-    "batch_size": "Largest batch (max_batch_size; default 16)",
-    "max_batch_delay": "Milliseconds a batch may gather (max_batch_delay_ms; default 2)",
-    "initial_workers": "Pool processes kept (min_workers; default [autoscaler] min_workers)",
-    "synchronous": "true: answer once a worker of the model is ready (within the request timeout)",
-    "task": "The model's task type (default: any; the request chooses)",
-    "handler": "TorchServe's handler: only image_classifier (= task ImageClassification)",
-    "runtime": "Accepted and ignored (TorchServe's python runtime)",
-    "response_timeout": "Accepted and ignored: [web] request_timeout_s bounds every request",
-    "startup_timeout": "Accepted and ignored",
-}
-SCALE_PARAMS = {
-    "min_worker": "Pool processes kept (min_workers; default 1; 0 = scale to zero)",
-    "max_worker": "Most pool processes (max_workers; default min_worker)",
-    "synchronous": "true: answer once the autoscaler applied the bounds (within the timeout)",
-    "timeout": "Accepted and ignored: a worker stopped for a lower max finishes its batches",
-}
-LIST_PARAMS = {
-    "limit": "Models per page (1-100, default 100)",
-    "next_page_token": "Where the page starts: nextPageToken of the previous page",
-}
 HANDLERS = {"image_classifier": "ImageClassification"}
 """TorchServe's default handlers that match a task type here."""
+REGISTER_PARAMS: dict[str, String] = {
+    "url": String(
+        min_length=1,
+        description="A TorchScript file inside [management] model_store, as a relative path",
+    ),
+    "model_name": String(description="Name to serve it under (default: the file name)"),
+    "batch_size": params.whole_spec(1, "Largest batch (max_batch_size; default 16)"),
+    "max_batch_delay": params.decimal_spec(
+        "Milliseconds a batch may gather (max_batch_delay_ms; default 2)"
+    ),
+    "initial_workers": params.whole_spec(
+        0, "Pool processes kept (min_workers; default [autoscaler] min_workers)"
+    ),
+    "synchronous": params.boolean_spec(
+        "true: answer once a worker of the model is ready (within the request timeout)"
+    ),
+    "task": String(
+        enum=(*task_types.NAMES, ""), description="The model's task type (default: any)"
+    ),
+    "handler": String(
+        enum=(*HANDLERS, ""),
+        description="TorchServe's handler: only image_classifier (= task ImageClassification)",
+    ),
+    "runtime": String(description="Accepted and ignored (TorchServe's python runtime)"),
+    "response_timeout": String(
+        description="Accepted and ignored: [web] request_timeout_s bounds every request"
+    ),
+    "startup_timeout": String(description="Accepted and ignored"),
+}
+SCALE_PARAMS: dict[str, String] = {
+    "min_worker": params.whole_spec(
+        0, "Pool processes kept (min_workers; default 1; 0 = scale to zero)"
+    ),
+    "max_worker": params.whole_spec(0, "Most pool processes (max_workers; default min_worker)"),
+    "synchronous": params.boolean_spec(
+        "true: answer once the autoscaler applied the bounds (within the timeout)"
+    ),
+    "timeout": String(
+        description="Accepted and ignored: a worker stopped for a lower max finishes its batches"
+    ),
+}
+LIST_PARAMS: dict[str, String] = {
+    "limit": params.whole_spec(0, "Models per page (1-100; 0 or none: 100)"),
+    "next_page_token": params.whole_spec(
+        0, "Where the page starts: nextPageToken of the previous page"
+    ),
+}
+"""The parameters of each call: name -> what it accepts (web.params), for /openapi.json."""
 MAX_PAGE = 100
 
 
@@ -53,37 +80,12 @@ def _bad(message: str, code: str = "invalid_parameter") -> errors.ClientError:
     return errors.ClientError(message, code=code, http_status=400)
 
 
-def check_known(params: Mapping[str, Any], known: Mapping[str, str]) -> None:
+def check_known(params: Mapping[str, Any], known: Mapping[str, object]) -> None:
     for key in params:
         if key not in known:
             close = difflib.get_close_matches(key, list(known), n=1)
             hint = f"; did you mean {close[0]}?" if close else f"; known: {', '.join(known)}"
             raise _bad(f"unknown parameter {key!r}{hint}", "unknown_parameter")
-
-
-def integer(params: Mapping[str, Any], key: str, minimum: int) -> int | None:
-    value = params.get(key)
-    if value is None or value == "":
-        return None
-    try:
-        number = value if isinstance(value, int) and not isinstance(value, bool) else int(value)
-    except (TypeError, ValueError):
-        raise _bad(f"{key} must be a whole number >= {minimum}, not {value!r}") from None
-    if number < minimum:
-        raise _bad(f"{key} must be >= {minimum}, not {number}")
-    return number
-
-
-def boolean(params: Mapping[str, Any], key: str) -> bool:
-    value = params.get(key)
-    if value is None or isinstance(value, bool):
-        return bool(value)
-    text = str(value).lower()
-    if text in ("true", "1", "yes"):
-        return True
-    if text in ("false", "0", "no", ""):
-        return False
-    raise _bad(f"{key} must be true or false, not {value!r}")
 
 
 @dataclass(frozen=True)
@@ -97,20 +99,20 @@ class Registration:
     task: str | None
 
 
-def parse_registration(params: Mapping[str, Any]) -> Registration:
-    check_known(params, REGISTER_PARAMS)
-    url = params.get("url")
+def parse_registration(given: Mapping[str, Any]) -> Registration:
+    check_known(given, REGISTER_PARAMS)
+    url = given.get("url")
     if not isinstance(url, str) or not url:
         raise _bad(
             "url is required: a TorchScript file in the model store, e.g. "
             "POST /management/models?url=resnet18.pt",
             "missing_url",
         )
-    name = params.get("model_name")
+    name = given.get("model_name")
     if name is not None and not isinstance(name, str):
         raise _bad(f"model_name must be a string, not {name!r}")
-    task = params.get("task") or None
-    handler = params.get("handler") or None
+    task = given.get("task") or None
+    handler = given.get("handler") or None
     if handler is not None:
         if handler not in HANDLERS:
             raise _bad(
@@ -123,26 +125,15 @@ def parse_registration(params: Mapping[str, Any]) -> Registration:
         close = difflib.get_close_matches(str(task), list(task_types.NAMES), n=1)
         hint = f"; did you mean {close[0]}?" if close else ""
         raise _bad(f"task {task!r} is not one of {', '.join(task_types.NAMES)}{hint}")
-    delay = params.get("max_batch_delay")
     return Registration(
         url=url,
         model_name=name or None,
-        batch_size=integer(params, "batch_size", 1),
-        max_batch_delay_ms=None if delay in (None, "") else float(_nonnegative(delay)),
-        initial_workers=integer(params, "initial_workers", 0),
-        synchronous=boolean(params, "synchronous"),
+        batch_size=params.whole(given, "batch_size", 1),
+        max_batch_delay_ms=params.decimal(given, "max_batch_delay"),
+        initial_workers=params.whole(given, "initial_workers", 0),
+        synchronous=params.boolean(given, "synchronous"),
         task=task,
     )
-
-
-def _nonnegative(value: Any) -> float:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        number = -1.0
-    if not number >= 0 or isinstance(value, bool):  # NaN fails too
-        raise _bad(f"max_batch_delay must be a number of milliseconds >= 0, not {value!r}")
-    return number
 
 
 def registered_model(reg: Registration, name: str, path: str) -> ModelSettings:
@@ -156,24 +147,24 @@ def registered_model(reg: Registration, name: str, path: str) -> ModelSettings:
     return dataclasses.replace(model, **changes)
 
 
-def parse_scale(params: Mapping[str, Any]) -> tuple[int, int, bool]:
+def parse_scale(given: Mapping[str, Any]) -> tuple[int, int, bool]:
     """(min, max, synchronous) of PUT; TorchServe's defaults: min 1, max = min."""
-    check_known(params, SCALE_PARAMS)
-    low = integer(params, "min_worker", 0)
+    check_known(given, SCALE_PARAMS)
+    low = params.whole(given, "min_worker", 0)
     low = 1 if low is None else low
-    high = integer(params, "max_worker", 0)
+    high = params.whole(given, "max_worker", 0)
     high = low if high is None else high
     if high < low:
         raise _bad(f"max_worker ({high}) cannot be less than min_worker ({low})")
     if high < 1:
         raise _bad("max_worker must be >= 1 (min_worker=0 alone scales the model to zero)")
-    return low, high, boolean(params, "synchronous")
+    return low, high, params.boolean(given, "synchronous")
 
 
-def parse_page(params: Mapping[str, Any]) -> tuple[int, int]:
-    check_known(params, LIST_PARAMS)
-    limit = integer(params, "limit", 0)
-    start = integer(params, "next_page_token", 0) or 0
+def parse_page(given: Mapping[str, Any]) -> tuple[int, int]:
+    check_known(given, LIST_PARAMS)
+    limit = params.whole(given, "limit", 0)
+    start = params.whole(given, "next_page_token", 0) or 0
     return (MAX_PAGE if not limit or limit > MAX_PAGE else limit), start
 
 

@@ -118,6 +118,7 @@ ERRORS = {
     413: error("Body larger than web.max_body_bytes"),
     422: error("The model rejected the arguments (type or count)"),
     429: error("Too many requests waiting for this model (Retry-After)"),
+    500: error("Model or server fault"),
     503: error("No worker for the model, or Redis/broker unreachable"),
     504: error("The request's deadline passed"),
 }

@@ -52,6 +52,32 @@ INFERENCE_REQUEST = Object(
     },
 )
 
+
+def _paired(data: task_types.DataInput) -> Object:
+    """The request body for one kind of data, with the task types that take it."""
+    takers = [t for t in task_types.TASKS.values() if t.data is data]
+    names = String(enum=tuple(t.name for t in takers))
+    tagged: dict[str, Spec] = {t.name: t.options for t in takers if t.options is not None}
+    return Object(
+        {
+            "data": Tagged({tag: data.spec for tag in data.tags}),
+            "inference_type": OneOf((names, Tagged(tagged))) if tagged else names,
+            "model": MODEL,
+        },
+        required=INFERENCE_REQUEST.required,
+        description=f"{data.tags[0]} data",
+    )
+
+
+INFERENCE_BODY = OneOf(
+    tuple(_paired(data) for data in task_types.INPUTS),
+    description="One kind of data with a task type that takes it (web.validation: "
+    "data_type_mismatch otherwise).",
+    example=INFERENCE_REQUEST.example,
+)
+"""What /openapi.json shows of INFERENCE_REQUEST: the same fields, each data form paired with
+the task types that take it, so a body the document accepts is one validation accepts."""
+
 # ---- responses ------------------------------------------------------------------------------
 ERROR = Object(
     {

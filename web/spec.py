@@ -37,6 +37,10 @@ class Spec:
 class String(Spec):
     enum: tuple[str, ...] = ()
     format: str = ""
+    pattern: str = ""
+    """An ECMA 262 regular expression the whole value matches (anchor it with ^ and $)."""
+    min_length: int | None = None
+    max_length: int | None = None
 
     def _schema(self) -> dict[str, Any]:
         out: dict[str, Any] = {"type": "string"}
@@ -44,6 +48,12 @@ class String(Spec):
             out["enum"] = list(self.enum)
         if self.format:
             out["format"] = self.format
+        if self.pattern:
+            out["pattern"] = self.pattern
+        if self.min_length is not None:
+            out["minLength"] = self.min_length
+        if self.max_length is not None:
+            out["maxLength"] = self.max_length
         return out
 
 
@@ -159,6 +169,15 @@ class OneOf(Spec):
 
     def _schema(self) -> dict[str, Any]:
         return {"oneOf": [o.schema() for o in self.options]}
+
+
+@dataclass(frozen=True)
+class Null(Spec):
+    """JSON null, as one option of a OneOf. OpenAPI 3.0 has no null type and its ``nullable``
+    counts only beside a ``type``, so this is an object whose only value is null."""
+
+    def _schema(self) -> dict[str, Any]:
+        return {"type": "object", "nullable": True, "enum": [None]}
 
 
 @dataclass(frozen=True)

@@ -15,8 +15,8 @@ from __future__ import annotations
 import base64
 from typing import Any, ClassVar
 
-from autodep_celery import contract, errors, task_types
-from autodep_celery.config import Settings
+from autodep_celery import contract, errors, input_limits, task_types
+from autodep_celery.config import ModelSettings, Settings
 from autodep_celery.web import images, torchserving_json
 from autodep_celery.web.spec import ArrayOf, Integer, Number, Object, Spec, String
 
@@ -51,14 +51,15 @@ class DataInput:
         """A cheap check while ``data`` is read, before the task is matched against it."""
         return value
 
-    def decode(self, value: Any, settings: Settings) -> Any:
-        """The item's input, once the task is known to take this data."""
+    def decode(self, value: Any, settings: Settings, model: ModelSettings) -> Any:
+        """The item's input for `model`, once the task is known to take this data; an input
+        larger than the model takes is refused here (autodep_celery.input_limits)."""
         return value
 
 
 class ImageData(DataInput):
-    def decode(self, value: Any, settings: Settings) -> bytes:
-        return images.check_b64_image(value, settings.web.max_image_pixels)
+    def decode(self, value: Any, settings: Settings, model: ModelSettings) -> bytes:
+        return images.check_b64_image(value, settings.web.max_image_pixels, model)
 
 
 class TextData(DataInput):
@@ -99,11 +100,13 @@ class ArgsData(DataInput):
             )
         return value
 
-    def decode(self, value: Any, settings: Settings) -> list[Any]:
+    def decode(self, value: Any, settings: Settings, model: ModelSettings) -> list[Any]:
         try:
-            return torchserving_json.parse_body(value)
+            args = torchserving_json.parse_body(value)
         except torchserving_json.TypedJSONError as exc:  # 400 on /serve; 422 here, as data
             raise errors.InvalidInput(f"data.Tensor {exc.message}", code=exc.code) from None
+        input_limits.check_tensor_args(args, model)
+        return args
 
 
 ARGS_DATA = ArgsData(

@@ -34,6 +34,7 @@ from autodep_celery.web.spec import (
     Boolean,
     Integer,
     MapOf,
+    Null,
     Number,
     Object,
     OneOf,
@@ -321,7 +322,11 @@ _TYPED = (
     ),
 )
 ARGUMENT = OneOf(
-    (*_TYPED, ArrayOf(AnyValue(), description="A list argument: an array of typed values.")),
+    (
+        *_TYPED,
+        ArrayOf(AnyValue(), description="A list argument: an array of typed values."),
+        Null(description="None (parse_value)."),
+    ),
     description="One forward() argument (null: None).",
 )
 BODY: Spec = OneOf(
@@ -348,7 +353,7 @@ OUTPUT: Spec = OneOf(
             required=("type", "value"),
         ),
         ArrayOf(AnyValue(), description="A list or tuple of typed values."),
+        Null(description="None."),
     ),
-    nullable=True,
     description="forward()'s result in torch-serving's typed JSON (None: null).",
 )

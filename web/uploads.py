@@ -17,6 +17,7 @@ from flask import Request
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from autodep_celery import errors
+from autodep_celery.config import ModelSettings
 from autodep_celery.web import images
 from autodep_celery.web.openapi import Media
 
@@ -31,7 +32,8 @@ ANY_FILE = frozenset({"", "application/octet-stream", "application/x-www-form-ur
 sends by default (the body is then the file, not a form, and is never parsed as one)."""
 MULTIPART = "multipart/form-data"
 EXAMPLES = "curl --data-binary @cat.jpg URL, or curl -F data=@cat.jpg URL"
-BINARY = {"type": "string", "format": "binary"}
+BINARY = {"type": "string", "format": "binary", "minLength": 1}
+"""A file's bytes: an empty one is refused (empty_body, empty_file)."""
 IMAGE = Media(
     {
         "image/*": BINARY,
@@ -45,6 +47,7 @@ IMAGE = Media(
                     "field, is accepted too).",
                 }
             },
+            "required": ["data"],  # a form without a file is refused (missing_file)
         },
     },
     description="The image file as the body (any image/* type, application/octet-stream, or "
@@ -123,14 +126,14 @@ def _from_form(request: Request) -> Upload:
     )
 
 
-def image(request: Request, max_pixels: int) -> bytes:
+def image(request: Request, max_pixels: int, model: ModelSettings | None = None) -> bytes:
     """The image file of the request, its header checked; see `read`."""
-    return check_image(read(request), max_pixels)
+    return check_image(read(request), max_pixels, model)
 
 
-def check_image(upload: Upload, max_pixels: int) -> bytes:
+def check_image(upload: Upload, max_pixels: int, model: ModelSettings | None = None) -> bytes:
     """`upload`'s bytes if they may be an image: 415 for a media type that is not one, 422 for
-    bytes that are not an image, 413 over `max_pixels`."""
+    bytes that are not an image, 413 over `max_pixels` or over what `model` takes."""
     if upload.text:
         raise _error(
             f"{upload.where} is a form value, not a file; upload the image as a file: "
@@ -146,7 +149,7 @@ def check_image(upload: Upload, max_pixels: int) -> bytes:
             "unsupported_media_type",
             415,
         )
-    images.check_image_bytes(upload.data, max_pixels, upload.where)
+    images.check_image_bytes(upload.data, max_pixels, upload.where, model)
     return upload.data
 
 

@@ -80,7 +80,7 @@ def parse_inference(body: Any, settings: Settings, deadline: float) -> Inference
     data, value = parse_data(body["data"])
     if data is not task.data:
         raise _invalid("data_type_mismatch", _mismatch(data, task))
-    item = contract.make_item(task.type, data.decode(value, settings), deadline, options)
+    item = contract.make_item(task.type, data.decode(value, settings, model), deadline, options)
     return InferenceRequest(model, item, task)
 
 

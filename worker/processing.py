@@ -18,16 +18,24 @@ from typing import Any
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from autodep_celery import errors
+from autodep_celery import errors, input_limits
+from autodep_celery.config import ModelSettings
 
 PNG_COMPRESS_LEVEL = 1
 """zlib level for output PNGs: level 1 is several times faster than 6 for ~10% more bytes."""
 
 
-def decode_image(data: bytes, max_pixels: int, resize: Sequence[int] | None = None) -> torch.Tensor:
+def decode_image(
+    data: bytes,
+    max_pixels: int,
+    resize: Sequence[int] | None = None,
+    model: ModelSettings | None = None,
+) -> torch.Tensor:
     """Decode PNG/JPEG/... bytes to a float tensor [3, H, W] in 0..1 (RGB, alpha dropped).
 
-    `resize` is ``[height, width]`` (PIL bilinear), or None to keep the native size.
+    `resize` is ``[height, width]`` (PIL bilinear), or None to keep the native size. The size
+    is checked from the header, before decoding, against `max_pixels` and what `model` takes
+    (autodep_celery.input_limits), for items that did not come through the web's check.
     """
     try:
         with warnings.catch_warnings():
@@ -35,11 +43,7 @@ def decode_image(data: bytes, max_pixels: int, resize: Sequence[int] | None = No
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             img: Image.Image = Image.open(io.BytesIO(data))
         width, height = img.size
-        if width * height > max_pixels:
-            raise errors.ImageTooLarge(
-                f"image is {width}x{height} = {width * height} pixels; "
-                f"the limit is {max_pixels} (web.max_image_pixels)"
-            )
+        input_limits.check_image(width, height, max_pixels, model)
         if img.mode != "RGB":
             img = img.convert("RGB")  # drops alpha, expands grayscale and palettes
         else:

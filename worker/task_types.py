@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 
-from autodep_celery import contract, errors, task_types
+from autodep_celery import contract, errors, input_limits, task_types
 from autodep_celery.config import Settings
 from autodep_celery.worker import processing, tensor_signature, tensor_values
 
@@ -90,7 +90,7 @@ class ImageHandler(Handler):
         if not isinstance(image, bytes | bytearray):
             raise errors.InvalidInput(f"an {self.name} item needs image bytes")
         tensor = processing.decode_image(
-            bytes(image), settings.web.max_image_pixels, loaded.settings.resize
+            bytes(image), settings.web.max_image_pixels, loaded.settings.resize, loaded.settings
         )
         return tuple(tensor.shape), tensor
 
@@ -225,6 +225,7 @@ class Tensor(Handler):
             raise errors.InvalidInput(
                 "a Tensor item needs a list of arguments", code="invalid_arguments"
             )
+        input_limits.check_tensor_args(args, loaded.settings)  # before any tensor is built
         values = [
             tensor_values.to_torch(value, loaded.device, f"argument {position}")
             for position, value in enumerate(args, start=1)

@@ -77,10 +77,17 @@ def test_openapi_lists_exactly_the_registered_types() -> None:
     client, _ = client_for()
     body = client.get("/openapi.json").json["paths"]["/inference"]["post"]
     request = body["requestBody"]["content"]["application/json"]["schema"]
-    named, tagged = request["properties"]["inference_type"]["oneOf"]
-    assert sorted(named["enum"]) == sorted(task_types.SERVED)
-    assert [next(iter(o["properties"])) for o in tagged["oneOf"]] == list(web_types.WITH_OPTIONS)
-    data_tags = [next(iter(o["properties"])) for o in request["properties"]["data"]["oneOf"]]
+    names: list[str] = []
+    with_options: list[str] = []
+    data_tags: list[str] = []
+    for variant in request["oneOf"]:  # one per data form, with the types that take it
+        kinds = variant["properties"]["inference_type"]
+        named, *tagged = kinds["oneOf"] if "oneOf" in kinds else [kinds]
+        names += named["enum"]
+        with_options += [next(iter(o["properties"])) for o in tagged[0]["oneOf"]] if tagged else []
+        data_tags += [next(iter(o["properties"])) for o in variant["properties"]["data"]["oneOf"]]
+    assert sorted(names) == sorted(task_types.SERVED)
+    assert with_options == list(web_types.WITH_OPTIONS)
     assert data_tags == list(web_types.DATA_TAGS) == ["B64Image", "Text", "text", "Tensor"]
     outputs = {tag for task in web_types.TASKS.values() for tag in task.output}
     assert set(schema.INFERENCE.tags) == outputs == {"Classification", "B64Image", "Text", "Tensor"}

@@ -52,11 +52,13 @@ def test_every_route_is_described(app, doc):
             op = doc["paths"][path][method.lower()]
             assert op["summary"] and op["responses"], (path, method)
     inference = doc["paths"]["/inference"]["post"]
-    assert inference["requestBody"]["content"]["application/json"]["schema"]["required"] == [
+    assert inference["requestBody"]["content"]["application/json"]["schema"]["oneOf"][0][
+        "required"
+    ] == [
         "data",
         "inference_type",
     ]
-    assert {"200", "422", "429", "503", "504", "default"} <= set(inference["responses"])
+    assert {"200", "422", "429", "500", "503", "504"} <= set(inference["responses"])
     assert doc["paths"]["/metrics"]["get"]["responses"]["200"]["content"].keys() == {"text/plain"}
 
 
@@ -106,6 +108,11 @@ BAD = [
     {"data": {"B64Image": {"image": B64, "height": 0}}, "inference_type": "ImageToImage"},
     {"data": {"B64Image": {"image": B64, "width": "4"}}, "inference_type": "ImageToImage"},
     {"data": {"B64Image": "abc"}, "inference_type": "ImageToImage"},
+    # data of one kind with a task type that takes another (data_type_mismatch)
+    {"data": {"Text": "hi"}, "inference_type": "ImageToImage"},
+    {"data": {"B64Image": {"image": B64}}, "inference_type": "TextToText"},
+    {"data": {"Text": "hi"}, "inference_type": {"ImageClassification": {"top_n": 1}}},
+    {"data": {"Tensor": [{"type": "string", "value": "x"}]}, "inference_type": "TextToText"},
 ]
 
 
@@ -173,3 +180,82 @@ def test_request_id_is_echoed_generated_and_put_on_the_item():
     # errors carry it too
     r = client.get("/nowhere", headers={"X-Request-ID": "e-1"})
     assert r.status_code == 404 and r.headers["X-Request-ID"] == "e-1"
+
+
+# ---- what fuzzing the document against a real server found (tests/integration/test_fuzz_openapi)
+def _accepts(doc, schema, value) -> bool:
+    schema = copy.deepcopy(schema)
+    schema["components"] = doc["components"]
+    return OAS30Validator(schema).is_valid(value)
+
+
+def test_every_status_is_listed_and_none_is_left_to_default(doc):
+    # a "default" response made every status code conform: 404 of DELETE /jobs/{id} went unseen
+    for path, ops in doc["paths"].items():
+        for method, op in ops.items():
+            assert "default" not in op["responses"] and "500" in op["responses"], (path, method)
+    assert "404" in doc["paths"]["/jobs/{job_id}"]["delete"]["responses"]
+
+
+def test_request_id_takes_any_value_as_the_server_does(doc):
+    # an invalid X-Request-ID is replaced, not refused (test above): no maxLength to promise
+    assert doc["components"]["parameters"]["RequestId"]["schema"] == {"type": "string"}
+
+
+def test_required_query_parameters_and_non_empty_files(doc):
+    def query(path, method):
+        ops = doc["paths"][path][method]["parameters"]
+        return {p["name"]: p for p in ops if p.get("in") == "query"}
+
+    assert query("/serve", "post")["servable_identifier"]["required"] is True
+    register = query("/management/models", "post")
+    assert register["url"]["required"] is True and register["url"]["schema"]["minLength"] == 1
+    assert register["batch_size"]["schema"]["pattern"] and not register["task"]["required"]
+    scale = query("/management/models/{model_name}", "put")
+    assert re.fullmatch(scale["min_worker"]["schema"]["pattern"], "2")
+    assert not re.fullmatch(scale["min_worker"]["schema"]["pattern"], "two")
+    content = doc["paths"]["/classify"]["post"]["requestBody"]["content"]
+    assert content["image/*"]["schema"]["minLength"] == 1  # an empty body is refused
+    assert content["multipart/form-data"]["schema"]["required"] == ["data"]
+
+
+def test_classify_errors_are_documented_in_drogons_shape(doc, app):
+    r = app.test_client().post("/classify?model=nope", data=b"x")
+    assert r.status_code == 404
+    schema = doc["paths"]["/classify"]["post"]["responses"]["404"]["content"]
+    assert _accepts(doc, schema["application/json"]["schema"], r.json)
+    assert r.json["status"] == "failed" and r.json["error"]["code"] == "unknown_model"
+
+
+def test_a_null_tensor_argument_is_documented(doc):
+    # torch-serving's typed JSON: null is None (web.torchserving_json.parse_value)
+    body = doc["paths"]["/serve"]["post"]["requestBody"]["content"]["application/json"]
+    assert _accepts(doc, body["schema"], [None, {"type": "string", "value": "x"}])
+
+
+def test_with_keys_every_protected_operation_documents_its_401_in_its_own_shape(monkeypatch):
+    from autodep_celery.web import auth
+
+    monkeypatch.setenv(auth.API_KEYS_ENV, "k" * 32)
+    monkeypatch.setenv(auth.ADMIN_KEYS_ENV, "a" * 32)
+    client = create_app(SETTINGS, FakeDispatcher([proc("m")])).test_client()
+    doc = client.get("/openapi.json").json
+    validate(doc)
+    assert doc["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
+    assert "401" not in doc["paths"]["/health"]["get"]["responses"]
+    assert "401" not in doc["paths"]["/v2/health/live"]["get"]["responses"]
+    assert "403" in doc["paths"]["/management/models"]["get"]["responses"]
+    for method, path, url in [
+        ("post", "/inference", "/inference"),
+        ("post", "/v2/models/{model}/infer", "/v2/models/m/infer"),
+        ("post", "/serve", "/serve?servable_identifier=m"),
+        ("post", "/classify", "/classify"),
+        ("get", "/v2", "/v2"),
+        ("get", "/management/models", "/management/models"),
+    ]:
+        op = doc["paths"][path][method]
+        assert op["security"] == [{"bearer": []}], path
+        r = client.open(url, method=method.upper())
+        assert r.status_code == 401, (path, r.json)
+        schema = op["responses"]["401"]["content"]["application/json"]["schema"]
+        assert _accepts(doc, schema, r.json), (path, r.json)

@@ -311,7 +311,10 @@ def test_openapi_documents_serve_healthcheck_and_the_tensor_type() -> None:
     )
     inference = doc["paths"]["/inference"]["post"]
     request_schema = inference["requestBody"]["content"]["application/json"]["schema"]
-    assert accepts(request_schema, {"data": {"Tensor": BODY}, "inference_type": "Tensor"})
-    assert not accepts(request_schema, {"data": {"Tensor": "x"}, "inference_type": "Tensor"})
+    tensor = {"data": {"Tensor": BODY}, "inference_type": "Tensor", "model": "multi"}
+    assert accepts(request_schema, tensor)
+    assert not accepts(request_schema, {**tensor, "data": {"Tensor": "x"}})
+    # two models are served: the body must name one, as validation says (model_required)
+    assert not accepts(request_schema, {"data": {"Tensor": BODY}, "inference_type": "Tensor"})
     response_schema = inference["responses"]["200"]["content"]["application/json"]["schema"]
     assert accepts(response_schema, [{"Tensor": OUT_JSON}, {"secs": 0, "nanos": 1}])

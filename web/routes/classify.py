@@ -16,8 +16,8 @@ from flask import Blueprint, Response, request
 
 from autodep_celery import contract, errors
 from autodep_celery.config import ModelSettings, Settings
-from autodep_celery.web import routes, run, uploads
-from autodep_celery.web.openapi import operation
+from autodep_celery.web import routes, run, schema, uploads
+from autodep_celery.web.openapi import error_responses, operation
 from autodep_celery.web.responses import JSON, json_response
 from autodep_celery.web.routes.torchserve import CLASSIFICATION, TOP_K
 from autodep_celery.web.spec import Number, Object, String
@@ -36,16 +36,24 @@ RESULT = Object(
     required=("status", "prediction"),
     example={"status": "success", "prediction": {"label": "tabby", "confidence": 0.93}},
 )
+FAILED = Object(
+    {
+        "status": String(enum=("failed",)),
+        "message": String(description="What is wrong and how to fix it."),
+        "error": schema.ERROR.fields["error"],
+    },
+    required=("status", "message", "error"),
+)
+"""An error: Drogon's status and message beside our error object (`_drogon_error`)."""
 
 
 @bp.post("/classify")
 @operation(
     "Classify one image: the top class (the Drogon + libtorch server's API)",
-    {200: RESULT},
+    {200: RESULT, **error_responses(FAILED, 400, 404, 413, 415, 422, 429, 500, 503, 504)},
     request=uploads.IMAGE,
     description='Errors add Drogon\'s "status": "failed" and "message" beside "error".',
     tag="classify",
-    errors=(400, 404, 413, 415, 422, 429, 503, 504),
     query={
         "model": "The model; may be left out when one model is served or one is configured "
         'task = "ImageClassification".'
@@ -54,7 +62,7 @@ RESULT = Object(
 def classify() -> Response:
     settings = routes.settings()
     model = choose_model(request.args.get("model"), settings)
-    image = uploads.image(request, settings.web.max_image_pixels)
+    image = uploads.image(request, settings.web.max_image_pixels, model)
     deadline = run.deadline()
     item = contract.make_item(CLASSIFICATION, image, deadline, {"top_n": TOP_K})
     result = run.run_item(model.name, item, deadline)

@@ -22,7 +22,7 @@ JSON_TYPES = ("", "application/json", "text/plain")
 @operation(
     "Run a model on one input (Autodep's API)",
     {200: schema.INFERENCE_RESPONSE},
-    request=schema.INFERENCE_REQUEST,
+    request=schema.INFERENCE_BODY,
     description=schema.INFERENCE_DESCRIPTION,
     tag="inference",
     errors=(400, 404, 413, 415, 422, 429, 503, 504),

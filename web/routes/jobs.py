@@ -69,7 +69,7 @@ def read_request(settings: Settings, deadline: float) -> InferenceRequest:
 @operation(
     "Submit an asynchronous inference job",
     {202: schema.JOB_ACCEPTED},
-    request=schema.INFERENCE_REQUEST,
+    request=schema.INFERENCE_BODY,
     description=DESCRIPTION,
     tag="jobs",
     errors=(400, 404, 413, 415, 422, 429, 503),
@@ -113,7 +113,7 @@ def state(job_id: str) -> Response:
 @bp.delete("/jobs/<job_id>")
 @operation(
     "Forget a job: a queued one is not computed, a finished one's result is dropped",
-    {204: "Forgotten"},
+    {204: "Forgotten", 404: UNKNOWN},
     description="A job already running still computes, but its result is not kept.",
     tag="jobs",
     errors=(503,),

@@ -170,6 +170,7 @@ def describe(model_name: str, version: str | None = None) -> Response:
     },
     tag="management",
     query=management.REGISTER_PARAMS,
+    required_query=("url",),
     description="Parameters in the query string or as a JSON object. The file must be inside "
     "[management] model_store (no URLs, no '..', no symlink out of it) and be TorchScript. "
     "202: registered, its workers are starting; 200 with synchronous=true: a worker is ready; "

@@ -20,7 +20,7 @@ from flask import Blueprint, Response, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 import autodep_celery
-from autodep_celery import contract, errors, task_types, typed
+from autodep_celery import contract, errors, input_limits, task_types, typed
 from autodep_celery.config import ModelSettings
 from autodep_celery.web import oip_codec, oip_schema, oip_signature, routes, run
 from autodep_celery.web.openapi import operation
@@ -96,7 +96,7 @@ def _unrouted(response: Response) -> Response:
 
 # ---- health and metadata --------------------------------------------------------------------
 @bp.get("/v2")
-@operation("Server metadata (OIP)", {200: oip_schema.SERVER_METADATA}, tag=TAG)
+@operation("Server metadata (OIP)", {200: oip_schema.SERVER_METADATA, **_errors(500)}, tag=TAG)
 def server_metadata() -> Response:
     return json_response(
         {"name": "autodep-celery", "version": autodep_celery.__version__, "extensions": EXTENSIONS}
@@ -104,7 +104,7 @@ def server_metadata() -> Response:
 
 
 @bp.get("/v2/health/live")
-@operation("The server is live (OIP)", {200: oip_schema.LIVE}, tag=TAG)
+@operation("The server is live (OIP)", {200: oip_schema.LIVE, **_errors(500)}, tag=TAG)
 def live() -> Response:
     return json_response({"live": True})
 
@@ -112,7 +112,7 @@ def live() -> Response:
 @bp.get("/v2/health/ready")
 @operation(
     "Every model has a ready worker, as GET /ready (OIP)",
-    {200: oip_schema.READY, **_errors(503)},
+    {200: oip_schema.READY, **_errors(503, 500)},
     tag=TAG,
 )
 def ready() -> Response:
@@ -148,7 +148,7 @@ def _model(name: str, version: str | None) -> ModelSettings:
 @bp.get("/v2/models/<model>/versions/<version>", endpoint="model_version_metadata")
 @operation(
     "Model metadata: inputs and outputs from forward()'s signature (OIP)",
-    {200: oip_schema.MODEL_METADATA, **_errors(404, 503)},
+    {200: oip_schema.MODEL_METADATA, **_errors(404, 503, 500)},
     tag=TAG,
 )
 def model_metadata(model: str, version: str | None = None) -> Response:
@@ -177,7 +177,7 @@ def model_metadata(model: str, version: str | None = None) -> Response:
 @bp.get("/v2/models/<model>/versions/<version>/ready", endpoint="model_version_ready")
 @operation(
     "The model has a ready worker (OIP)",
-    {200: oip_schema.MODEL_READY, **_errors(404, 503)},
+    {200: oip_schema.MODEL_READY, **_errors(404, 503, 500)},
     tag=TAG,
 )
 def model_ready(model: str, version: str | None = None) -> Response:
@@ -193,12 +193,13 @@ def model_ready(model: str, version: str | None = None) -> Response:
 @bp.post("/v2/models/<model>/versions/<version>/infer", endpoint="version_infer")
 @operation(
     "Run forward() on tensors (OIP; binary tensor data extension)",
-    {200: oip_schema.INFER_RESPONSE, **_errors(400, 404, 413, 422, 429, 503, 504)},
+    {200: oip_schema.INFER_RESPONSE, **_errors(400, 404, 413, 422, 429, 503, 504, 500)},
     request=oip_schema.INFER_REQUEST,
     tag=TAG,
 )
 def infer(model: str, version: str | None = None) -> Response:
-    name = _model(model, version).name
+    served = _model(model, version)
+    name = served.name
     body = _decompressed(request.get_data(cache=False))
     parsed = oip_codec.decode_request(body, request.headers.get(HEADER_LENGTH))
     deadline = run.deadline()
@@ -206,6 +207,7 @@ def infer(model: str, version: str | None = None) -> Response:
         deadline = min(deadline, time.time() + parsed.timeout_us / 1e6)
     schema = routes.status().model_schema(name)
     args = oip_signature.arguments(parsed.inputs, schema)
+    input_limits.check_tensor_args(args, served)
     result = run.run_item(name, contract.make_item(_TENSOR, args, deadline), deadline)
     if not result.get("ok"):
         error = result.get("error")

@@ -35,7 +35,10 @@ TEXT_TO_TEXT = task_types.REGISTRY["TextToText"]
 PNG = "image/png"
 
 UPLOAD = Media(
-    {**uploads.IMAGE.content, "text/plain": {"type": "string", "description": "TextToText."}},
+    {
+        **uploads.IMAGE.content,
+        "text/plain": {"type": "string", "minLength": 1, "description": "TextToText."},
+    },
     description=f"{uploads.IMAGE.description} A TextToText model takes text/plain.",
 )
 PREDICTION = Media(
@@ -88,7 +91,7 @@ def predictions(model: str, version: str | None = None) -> Response:
         value: Any = uploads.check_text(upload)
         options: dict[str, Any] = {}
     else:
-        value = uploads.check_image(upload, settings.web.max_image_pixels)
+        value = uploads.check_image(upload, settings.web.max_image_pixels, served)
         options = {"top_n": TOP_K} if task is CLASSIFICATION else {}
     item = contract.make_item(task, value, deadline, options)
     return _answer(run.run_item(served.name, item, deadline))

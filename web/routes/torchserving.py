@@ -12,18 +12,17 @@ so both share batches. Must not import torch.
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 import orjson
 from flask import Blueprint, Response, request
 
-from autodep_celery import contract, errors
+from autodep_celery import contract, errors, input_limits
 from autodep_celery.config import ModelSettings, Settings
 from autodep_celery.web import routes, run, torchserving_json
-from autodep_celery.web.openapi import ERROR_DESCRIPTIONS, operation
+from autodep_celery.web.openapi import error_responses, operation
 from autodep_celery.web.responses import JSON, json_response
-from autodep_celery.web.spec import Integer, Object, Spec, String
+from autodep_celery.web.spec import Integer, Object, String
 
 bp = Blueprint("torchserving", __name__)
 
@@ -126,23 +125,21 @@ ERROR_ENVELOPE = Object(
 )
 
 
-def _error_responses(*statuses: int) -> dict[int, Spec]:
-    return {
-        s: dataclasses.replace(ERROR_ENVELOPE, description=ERROR_DESCRIPTIONS[s]) for s in statuses
-    }
-
-
 @bp.post("/serve")
 @operation(
     "Run a model on typed tensors (torch-serving's API)",
-    {200: SERVE_RESPONSE, **_error_responses(400, 404, 413, 422, 429, 503, 504)},
+    {
+        200: SERVE_RESPONSE,
+        **error_responses(ERROR_ENVELOPE, 400, 404, 413, 422, 429, 500, 503, 504),
+    },
     request=torchserving_json.BODY,
     description="One typed value per forward() argument (or one typed value for a single "
     "argument); the answer is forward()'s result in the same typed JSON. Any served model takes "
     "it, whatever its configured task. Tensors are flat row-major `value`s with a `shape`; "
     "int64 values round-trip exactly.",
     tag="torch-serving",
-    query={IDENTIFIER: "Required: the name of a served model (never a file path)."},
+    query={IDENTIFIER: "The name of a served model (never a file path)."},
+    required_query=(IDENTIFIER,),
 )
 def serve() -> Response:
     model = servable(request.args.getlist(IDENTIFIER), routes.settings())
@@ -158,6 +155,7 @@ def serve() -> Response:
     except orjson.JSONDecodeError as exc:
         raise errors.InvalidJSON(f"the body is not valid JSON: {exc}") from None
     args = torchserving_json.parse_body(body)
+    input_limits.check_tensor_args(args, model)
     deadline = run.deadline()
     result = run.run_item(model.name, contract.args_item(args, deadline), deadline)
     if not result.get("ok"):
