@@ -17,6 +17,11 @@ from __future__ import annotations
 from autodep_celery import errors, typed
 from autodep_celery.config import ModelSettings
 
+IMAGE_FORMATS = ("PNG", "JPEG", "BMP", "GIF", "WEBP", "TIFF")
+"""The Pillow plugins an image may be opened with, in the web and in the worker: the formats the
+error messages name. Pillow would otherwise try every plugin it has, among them EPS, which runs
+Ghostscript on the bytes when it is installed, and a dozen rarely used decoders."""
+
 DEFAULT_MAX_INPUT_PIXELS = 2048 * 2048
 """Pixels of an image sent to a model without ``resize`` (4,194,304; 84 times the 224x224
 warm-up): the example ResNet-18 computes it in ~5 s on one thread with a ~0.9 GB peak, well

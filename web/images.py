@@ -210,7 +210,7 @@ def image_size(
     try:
         size = header_size(raw)
         if size is None:
-            with Image.open(io.BytesIO(raw)) as img:
+            with Image.open(io.BytesIO(raw), formats=input_limits.IMAGE_FORMATS) as img:
                 size = img.size
         width, height = size
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):

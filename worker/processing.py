@@ -41,7 +41,7 @@ def decode_image(
         with warnings.catch_warnings():
             # We enforce our own, lower pixel limit below; PIL's warning would only be noise.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            img: Image.Image = Image.open(io.BytesIO(data))
+            img: Image.Image = Image.open(io.BytesIO(data), formats=input_limits.IMAGE_FORMATS)
         width, height = img.size
         input_limits.check_image(width, height, max_pixels, model)
         if img.mode != "RGB":

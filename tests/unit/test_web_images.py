@@ -143,3 +143,23 @@ def test_pixel_limit_uses_the_header_size():
     with pytest.raises(errors.ImageTooLarge):
         images.image_size(raw, 5999)
     assert images.image_size(raw, 6000) == (3000, 2)
+
+
+@pytest.mark.parametrize("fmt", ["PPM", "ICO", "TGA", "PCX"])
+def test_formats_outside_the_allowed_list_are_refused_in_web_and_worker(fmt: str) -> None:
+    """Only the formats the messages name are opened (input_limits.IMAGE_FORMATS): Pillow
+    would try every plugin it has, EPS with Ghostscript among them."""
+    import io
+
+    from PIL import Image
+
+    from autodep_celery import errors as core_errors
+    from autodep_celery.web import images as web_images
+    from autodep_celery.worker import processing
+
+    buf = io.BytesIO()
+    Image.new("RGB", (4, 3)).save(buf, format=fmt)
+    with pytest.raises(core_errors.InvalidImage):
+        web_images.check_image_bytes(buf.getvalue(), 10_000)
+    with pytest.raises(core_errors.InvalidImage):
+        processing.decode_image(buf.getvalue(), 10_000)
