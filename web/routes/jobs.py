@@ -17,8 +17,7 @@ from concurrent.futures import Future, InvalidStateError
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any
 
-import orjson
-from flask import Blueprint, Response, g, request
+from flask import Blueprint, Response, g
 
 from autodep_celery import errors, jobs
 from autodep_celery.config import Settings
@@ -28,13 +27,13 @@ from autodep_celery.web import observe, routes, run, schema, task_types
 from autodep_celery.web.interfaces import JobStore
 from autodep_celery.web.openapi import operation
 from autodep_celery.web.responses import inference_body, json_response
-from autodep_celery.web.validation import InferenceRequest, parse_inference
+from autodep_celery.web.routes import inference
+from autodep_celery.web.validation import InferenceRequest
 
 log = logging.getLogger(__name__)
 
 bp = Blueprint("jobs", __name__)
 
-JSON_TYPES = ("", "application/json", "text/plain")
 SEND_GRACE_S = 5.0
 """How long to wait for a batch the dispatcher is sending at the moment the wait ran out (a
 publish is bounded by the broker's 2 s socket timeout)."""
@@ -48,21 +47,9 @@ DESCRIPTION = (
 
 
 def read_request(settings: Settings, deadline: float) -> InferenceRequest:
-    """The job's model, item and task type from the request, as POST /inference reads them: the
-    one place that reads a POST /jobs body (other body forms plug in here)."""
-    mimetype = request.mimetype
-    if mimetype not in JSON_TYPES and not mimetype.endswith("+json"):
-        raise errors.ClientError(
-            f"Content-Type {mimetype} is not supported; send the body as JSON with "
-            "Content-Type: application/json (images base64-encoded in data.B64Image.image)",
-            code="unsupported_media_type",
-            http_status=415,
-        )
-    try:
-        body = orjson.loads(request.get_data(cache=False))
-    except orjson.JSONDecodeError as exc:
-        raise errors.InvalidJSON(f"the body is not valid JSON: {exc}") from None
-    return parse_inference(body, settings, deadline)
+    """The job's model, item and task type: the one place that reads a POST /jobs body (other
+    body forms plug in here); today exactly POST /inference's."""
+    return inference.read_request(settings, deadline)
 
 
 @bp.post("/jobs")
