@@ -29,7 +29,10 @@ The reply (the task's return value, also pushed to ``reply_to`` when set)::
                  {"ok": False, "error": {"code": ..., "message": ..., "status": 422}}]}
 
 or, when the whole batch failed before any item ran, ``{"v": 1, "batch_id": ..., "ok": False,
-"error": {...}}``. Output is Autodep's inference object with images as raw PNG bytes::
+"error": {...}}``. Either may carry ``"t": [started, finished]``: the wall-clock times (s) at
+which the worker process began the task and pushed the reply; the web splits each batch's round
+trip into its hops with them (:func:`batch_phases`). Output is Autodep's inference object
+with images as raw PNG bytes::
 
     {"Classification": [{"probability": 0.9, "label": "tench"}, ...]}
     {"B64Image": {"image": b"<png>", "height": 224, "width": 224}}
@@ -198,6 +201,30 @@ def error_result(error: dict[str, Any]) -> dict[str, Any]:
 
 def make_reply(batch_id: str, worker: str, results: list[dict[str, Any]]) -> dict[str, Any]:
     return {"v": WIRE_VERSION, "batch_id": batch_id, "worker": worker, "results": results}
+
+
+PHASES = ("to_worker", "in_worker", "to_web")
+"""A batch's round trip in hops: web send -> worker task start (broker, Celery's consumer and
+its pool), task start -> reply pushed (decode, forward, encode), reply pushed -> web receipt."""
+
+
+def batch_phases(
+    reply: Mapping[str, Any], sent: float, received: float
+) -> tuple[float, ...] | None:
+    """The seconds of each of PHASES, from the reply's ``t`` and the web's wall-clock times of
+    sending and receiving; None without valid times. Hops between machines are only as exact
+    as their clocks agree, so negative readings count as 0."""
+    times = reply.get("t")
+    if not (isinstance(times, list | tuple) and len(times) == 2):
+        return None
+    started, finished = times
+    if not all(isinstance(x, int | float) and not isinstance(x, bool) for x in times):
+        return None
+    return (
+        max(0.0, started - sent),
+        max(0.0, finished - started),
+        max(0.0, received - finished),
+    )
 
 
 def batch_error_reply(batch_id: str, worker: str, error: dict[str, Any]) -> dict[str, Any]:

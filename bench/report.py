@@ -171,6 +171,25 @@ def format_cpu(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def format_batches(results: dict[str, Any]) -> str:
+    """Per served point: batches formed, items per batch, and the mean ms of each hop."""
+    lines = []
+    for name, wl in results.get("workloads", {}).items():
+        for row in wl.get("systems", {}).get("served", []):
+            formed = row.get("batches")
+            if not formed:
+                continue
+            hops = ", ".join(
+                f"{phase.replace('_', ' ')} {_fmt(ms, 2)}"
+                for phase, ms in formed.get("phases_ms", {}).items()
+            )
+            lines.append(
+                f"{name:<10} c={row['concurrency']:<3} {formed['batches']} batches of "
+                f"{formed['mean_items']:.1f} items; {hops or 'no hop times'}"
+            )
+    return "\n".join(lines)
+
+
 def wrk_cpu_summary(results: dict[str, Any]) -> str:
     """How much of the machine wrk took: its CPU seconds over the measured wall time."""
     shares = [

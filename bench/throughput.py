@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from autodep_celery import processes
-from autodep_celery.bench import cpu, report, systems, workloads, wrk
+from autodep_celery.bench import batches, cpu, report, systems, workloads, wrk
 from autodep_celery.bench.progress import Progress
 
 
@@ -214,9 +214,13 @@ def _served(
         # wrk drops its in-flight requests when it stops, but the server still computes them:
         # one request answered after them means the backlog is gone before measuring.
         systems.check_inference(url, body, workloads.TOP_N)
+        base = url.removesuffix("/inference")
+        formed = batches.snapshot(base) if system == "served" else None
         before = cpu.snapshot(child.proc.pid)
         r = wrk.run(url, script, body_path, c, args.duration_s)
         used = cpu.split(before, cpu.snapshot(child.proc.pid), r.duration_s, r.requests)
+        if system == "served":
+            formed = batches.diff(formed, batches.snapshot(base))
         rows.append(
             {
                 "concurrency": c,
@@ -235,6 +239,7 @@ def _served(
                 "wrk_cpu_s": r.cpu_s,
                 "loadavg_1m": os.getloadavg()[0],
                 "cpu": used,
+                "batches": formed,
             }
         )
         progress.done(
@@ -307,6 +312,10 @@ def print_tables(args: argparse.Namespace, results: dict[str, Any]) -> None:
     if used:
         print("\nCPU by process role while measured (100% = one core; ms of CPU per request):")
         print(used)
+    formed = report.format_batches(results)
+    if formed:
+        print("\nbatches formed while measured, and a batch's round trip by hop (mean ms):")
+        print(formed)
     floor = report.format_floor(results)
     if floor:
         print(

@@ -46,7 +46,9 @@ def create_app(
     if dispatcher is None:
         from autodep_celery.web import wiring  # pulls in redis/msgpack only when needed
 
-        dispatcher, status = wiring.build(settings, on_batch=stats.batch_sent)
+        dispatcher, status = wiring.build(
+            settings, on_batch=stats.batch_sent, on_phases=stats.batch_phases
+        )
     if status is None:
         status = getattr(dispatcher, "status_view")  # noqa: B009 - test doubles only
     app = Flask("autodep_web")

@@ -123,6 +123,9 @@ class Dispatcher:
         self.on_batch: Callable[[str, int, list[float]], None] | None = None
         """Called on the dispatcher thread after each batch is sent: (model, items, each item's
         wait in this process, s); web.metrics records batch size and queue wait."""
+        self.on_phases: Callable[[str, tuple[float, ...]], None] | None = None
+        """Called on the collector thread for each reply that carries the worker's times:
+        (model, seconds of each of contract.PHASES); web.metrics records them."""
         forksafe.register(self, Dispatcher._after_fork)
 
     def _after_fork(self) -> None:
@@ -141,7 +144,8 @@ class Dispatcher:
             self._lock = threading.Lock()
             self._inbox: queue.Queue[Any] = queue.Queue()
             self._stop = threading.Event()
-            self._batches: dict[str, tuple[str, list[Future[dict[str, Any]]]]] = {}
+            self._batches: dict[str, tuple[str, list[Future[dict[str, Any]]], float]] = {}
+            """batch_id -> (model, its items' futures, wall-clock time it was sent)"""
             self._outstanding: dict[str, int] = {}
             self._states = {name: _ModelState(m) for name, m in self._models.items()}
             self.reply_to = contract.reply_key(uuid.uuid4().hex)
@@ -399,7 +403,7 @@ class Dispatcher:
         batch_id = uuid.uuid4().hex
         batch = contract.make_batch(ms.name, batch_id, self.reply_to, [e.item for e in entries])
         with self._lock:
-            self._batches[batch_id] = (ms.name, futures)
+            self._batches[batch_id] = (ms.name, futures, self._wall())
         # A job's deadline is jobs.timeout_s away: its batch holds a slot here no longer than a
         # request's (a lost reply must not shrink the model's slots for an hour); the broker
         # keeps the batch until the job's deadline, and the worker records the job's result.
@@ -469,7 +473,14 @@ class Dispatcher:
         if entry is None:
             log.debug("dropping a reply for unknown or expired batch %r", batch_id)
             return
-        model, futures = entry
+        model, futures, sent = entry
+        if self.on_phases is not None:
+            phases = contract.batch_phases(reply, sent, self._wall())
+            if phases is not None:
+                try:
+                    self.on_phases(model, phases)
+                except Exception:  # metrics must never stop replies
+                    log.exception("phases hook failed")
         results = reply.get("results")
         self._inbox.put(("done", model, batch_id, _seconds_per_item(results)))
         if reply.get("ok") is False or not isinstance(results, list):

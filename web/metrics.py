@@ -32,6 +32,7 @@ from autodep_celery import forksafe, status
 from autodep_celery.autoscaler import backlog as backlog_mod
 from autodep_celery.autoscaler import state as autoscaler_state
 from autodep_celery.config import Settings
+from autodep_celery.contract import PHASES
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +41,27 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 SCRAPE_TIMEOUT_S = 0.5
 """Bound on each Redis read at scrape time: /metrics answers even while Redis does not."""
 
+PHASE_BUCKETS_S = (
+    0.0001,
+    0.00025,
+    0.0005,
+    0.00075,
+    0.001,
+    0.0015,
+    0.002,
+    0.003,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1,
+    2.5,
+    10,
+)
+"""Finer below 1 ms than LATENCY_BUCKETS_S: the hops of a small model's batch take ~0.1-1 ms."""
 LATENCY_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
 PROCESS_STATES = ("loading", "idle", "working")
@@ -88,6 +110,16 @@ class Metrics:
             buckets=LATENCY_BUCKETS_S,
             registry=own,
         )
+        self.phases = Histogram(
+            "autodep_batch_phase_seconds",
+            "A batch's round trip by hop, from the worker's times on its reply: to_worker (web "
+            "send to task start: broker, consumer, pool), in_worker (task start to reply "
+            "pushed), to_web (reply pushed to received). Cross-machine hops are as exact as "
+            "the clocks agree.",
+            ["model", "phase"],
+            buckets=PHASE_BUCKETS_S,
+            registry=own,
+        )
         if own is None:
             self.registry = CollectorRegistry()
             MultiProcessCollector(self.registry)  # type: ignore[no-untyped-call]  # untyped API
@@ -110,6 +142,11 @@ class Metrics:
         hist = self.queue_wait.labels(model)
         for wait in waits_s:
             hist.observe(max(0.0, wait))
+
+    def batch_phases(self, model: str, seconds: tuple[float, ...]) -> None:
+        """The dispatcher's reply hook: the hops of one batch (contract.PHASES)."""
+        for phase, s in zip(PHASES, seconds, strict=True):
+            self.phases.labels(model, phase).observe(s)
 
     def result(self, model: str, result: dict[str, Any]) -> None:
         compute_ns = result.get("compute_ns")

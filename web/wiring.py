@@ -17,7 +17,9 @@ from autodep_celery.web.status_view import RedisStatusView
 
 
 def build(
-    settings: Settings, on_batch: Callable[[str, int, list[float]], None] | None = None
+    settings: Settings,
+    on_batch: Callable[[str, int, list[float]], None] | None = None,
+    on_phases: Callable[[str, tuple[float, ...]], None] | None = None,
 ) -> tuple[Dispatcher, RedisStatusView]:
     """The dispatcher and the status view it shares with the routes (one cache of Redis)."""
     url = settings.result_url
@@ -30,4 +32,5 @@ def build(
         settings, sender_for(settings), RedisReplySource(url), view, on_start=report_load
     )
     dispatcher.on_batch = on_batch
+    dispatcher.on_phases = on_phases
     return dispatcher, view

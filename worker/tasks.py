@@ -90,16 +90,16 @@ def _log_batch(batch: Any, ids: list[str], reply: dict[str, Any], started: float
 @shared_task(name=contract.INFER_TASK, bind=True)
 def infer(self: Any, batch: dict[str, Any]) -> dict[str, Any]:
     """Run `batch`; its reply is pushed to ``batch["reply_to"]`` when set, else returned."""
-    started = time.perf_counter()
+    began, started = time.time(), time.perf_counter()
     ids = _request_ids(batch.get("items") if isinstance(batch, dict) else None)
     token = logs.REQUEST_ID.set(",".join(i for i in ids if i) or None)
     try:
-        return _infer(self, batch, ids, started)
+        return _infer(self, batch, ids, started, began)
     finally:
         logs.REQUEST_ID.reset(token)
 
 
-def _infer(self: Any, batch: Any, ids: list[str], started: float) -> dict[str, Any]:
+def _infer(self: Any, batch: Any, ids: list[str], started: float, began: float) -> dict[str, Any]:
     batch_id = str(batch.get("batch_id", "")) if isinstance(batch, dict) else ""
     reply_to = batch.get("reply_to") if isinstance(batch, dict) else None
     items = batch.get("items") if isinstance(batch, dict) else None
@@ -125,6 +125,7 @@ def _infer(self: Any, batch: Any, ids: list[str], started: float) -> dict[str, A
         internal = errors.AutodepError("the worker failed to compute this batch; see its log")
         reply = contract.batch_error_reply(batch_id, worker, internal.to_dict())
     pushed = isinstance(reply_to, str) and bool(reply_to)
+    reply["t"] = [began, time.time()]  # the web splits the round trip into hops with it
     rt.finish(batch_id, reply, reply_to if pushed else None, served, redelivered, job_items)
     if access_log.isEnabledFor(logging.INFO):
         _log_batch(batch, ids, reply, started)

@@ -101,7 +101,7 @@ def test_metrics_count_every_process_and_pass_promtool(web: Web, stack: Stack) -
     assert check.returncode == 0, check.stdout + check.stderr
 
 
-def test_batch_hook_fills_batch_size_and_queue_wait(web: Web) -> None:
+def test_batch_hooks_fill_batch_size_queue_wait_and_phases(web: Web) -> None:
     before = samples(web)
     with ThreadPoolExecutor(8) as pool:
         list(pool.map(lambda i: web.post("/inference", tiny_body(950 + i)), range(16)))
@@ -113,6 +113,16 @@ def test_batch_hook_fills_batch_size_and_queue_wait(web: Web) -> None:
         before, "autodep_queue_wait_seconds_count", model="tiny"
     )
     assert sent == 16 and waited == 16
+    batches = total(after, "autodep_batch_size_items_count", model="tiny") - total(
+        before, "autodep_batch_size_items_count", model="tiny"
+    )
+    for phase in contract.PHASES:  # every reply carried the worker's times
+        timed = total(after, "autodep_batch_phase_seconds_count", model="tiny", phase=phase)
+        timed -= total(before, "autodep_batch_phase_seconds_count", model="tiny", phase=phase)
+        assert timed == batches, (phase, timed, batches)
+    computed = total(after, "autodep_batch_phase_seconds_sum", model="tiny", phase="in_worker")
+    computed -= total(before, "autodep_batch_phase_seconds_sum", model="tiny", phase="in_worker")
+    assert computed > 0
 
 
 def test_autoscaler_state_is_exported_while_published(web: Web, stack: Stack) -> None:

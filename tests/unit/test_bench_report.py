@@ -5,12 +5,16 @@ Lua script that prints the JSON line runs under the real wrk in tests/integratio
 from __future__ import annotations
 
 import copy
+import http.server
 import os
+import threading
 from pathlib import Path
 
 import pytest
 
-from autodep_celery.bench import cpu, report, wrk
+from autodep_celery.bench import batches, cpu, report, wrk
+from autodep_celery.web.metrics import Metrics
+from tests.unit.conftest import make_settings
 
 pytestmark = pytest.mark.unit
 
@@ -234,6 +238,57 @@ def test_cpu_split_by_role_per_request() -> None:
     results = copy.deepcopy(RESULTS)
     results["workloads"]["resnet18"]["systems"]["served"][0]["cpu"] = used
     assert "web 40% (4.000 ms/req)" in report.format_cpu(results)
+
+
+def test_batches_formed_and_hops_between_two_scrapes() -> None:
+    before = {"autodep_batch_size_items_count": 10.0, "autodep_batch_size_items_sum": 30.0}
+    after = {
+        "autodep_batch_size_items_count": 14.0,
+        "autodep_batch_size_items_sum": 50.0,
+        "autodep_batch_phase_seconds_count:to_worker": 4.0,
+        "autodep_batch_phase_seconds_sum:to_worker": 0.004,
+        "autodep_batch_phase_seconds_count:in_worker": 4.0,
+        "autodep_batch_phase_seconds_sum:in_worker": 0.2,
+    }
+    formed = batches.diff(before, after)
+    assert formed == {
+        "batches": 4,
+        "mean_items": 5.0,
+        "phases_ms": {"to_worker": pytest.approx(1.0), "in_worker": pytest.approx(50.0)},
+    }
+    assert batches.diff(before, None) is None
+    assert batches.diff(before, before) is None, "no batch formed: nothing to average"
+    results = copy.deepcopy(RESULTS)
+    results["workloads"]["resnet18"]["systems"]["served"][0]["batches"] = formed
+    line = report.format_batches(results)
+    assert "4 batches of 5.0 items; to worker 1.00, in worker 50.00" in line
+
+
+def test_batches_snapshot_reads_a_real_metrics_page() -> None:
+    stats = Metrics(make_settings(("m",)))
+    stats.batch_sent("m", 3, [0.0, 0.0, 0.0])
+    stats.batch_phases("m", (0.001, 0.002, 0.003))
+    page = stats.render()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(page)
+
+        def log_message(self, *_: object) -> None:
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        got = batches.snapshot(f"http://127.0.0.1:{server.server_port}")
+    finally:
+        server.shutdown()
+    assert got is not None
+    assert got["autodep_batch_size_items_sum"] == 3
+    assert got["autodep_batch_phase_seconds_sum:in_worker"] == pytest.approx(0.002)
+    assert batches.snapshot("http://127.0.0.1:1", timeout_s=0.5) is None
 
 
 def test_cpu_snapshot_of_a_real_process_tree() -> None:

@@ -389,6 +389,34 @@ def test_batch_hook_gets_the_size_and_each_items_wait_here(rig):
     assert seen == [("m", 1, [0.0]), ("m", 2, [0.25, 0.125])]
 
 
+def test_phases_hook_splits_the_round_trip_with_the_workers_times(rig):
+    r = rig()
+    seen: list[tuple[str, tuple[float, ...]]] = []
+    r.d.on_phases = lambda model, phases: seen.append((model, phases))
+    answered = []
+    for n, times in enumerate(([0.25, 0.75], None, ["soon", 0.5])):
+        future = r.submit("a")
+        r.step()
+        sent = r.clock.wall()
+        reply = contract.make_reply(r.batch(n)["batch_id"], "w/1", [{"ok": True, "output": n}])
+        if times is not None:
+            reply["t"] = [sent + t if isinstance(t, float) else t for t in times]
+        r.replies.replies.put(reply)
+        r.clock.advance(1.0)
+        r.step()
+        answered.append(future.result(0)["output"])
+    assert seen == [("m", (0.25, 0.5, 0.25))], "only a reply with valid times is timed"
+    assert answered == [0, 1, 2], "every reply is answered, timed or not"
+
+
+def test_phases_of_skewed_clocks_count_as_zero_not_negative() -> None:
+    reply = {"t": [99.0, 103.0]}  # the worker's clock runs 2 s behind the web's
+    assert contract.batch_phases(reply, sent=100.0, received=104.0) == (0.0, 4.0, 1.0)
+    assert contract.batch_phases({"t": [True, 1.0]}, 0.0, 1.0) is None
+    assert contract.batch_phases({"t": [1.0]}, 0.0, 1.0) is None
+    assert contract.batch_phases({}, 0.0, 1.0) is None
+
+
 def test_ready_counts_ready_processes_per_model_and_says_why_not(rig):
     r = rig(workers=2)
     r.view.view.append(proc("m", pid=7, ready=False))

@@ -156,6 +156,19 @@ def test_batch_hook_observes_size_and_each_items_wait():
     assert got[("autodep_queue_wait_seconds_bucket", (("le", "0.005"), ("model", "m")))] == 2
 
 
+def test_phases_hook_observes_each_hop_of_a_batch():
+    _, stats = app_with(FakeRedisCollector())
+    stats.batch_phases("m", (0.0002, 0.003, 0.0004))
+    stats.batch_phases("m", (0.0009, 0.002, 0.0001))
+    got = parse(stats.render().decode())
+    for phase, total_s in (("to_worker", 0.0011), ("in_worker", 0.005), ("to_web", 0.0005)):
+        labels = (("model", "m"), ("phase", phase))
+        assert got[("autodep_batch_phase_seconds_count", labels)] == 2
+        assert got[("autodep_batch_phase_seconds_sum", labels)] == pytest.approx(total_s)
+    sub_ms = (("le", "0.00025"), ("model", "m"), ("phase", "to_worker"))
+    assert got[("autodep_batch_phase_seconds_bucket", sub_ms)] == 1
+
+
 def test_redis_gauges_workers_backlog_and_autoscaler():
     _, stats = app_with(FakeRedisCollector())
     got = parse(stats.render().decode())
@@ -284,6 +297,7 @@ def test_grafana_dashboard_is_json_and_uses_only_exported_metrics():
     assert dashboard["title"] and dashboard["panels"]
     app, stats = app_with(FakeRedisCollector())
     stats.batch_sent("m", 1, [0.0])
+    stats.batch_phases("m", (0.001, 0.002, 0.001))
     app.test_client().post("/inference", json=body())
     exported = {name for name, _ in parse(stats.render().decode())}
     used = set()
@@ -300,6 +314,7 @@ def test_grafana_dashboard_is_json_and_uses_only_exported_metrics():
         "autodep_queue_wait_seconds_bucket",
         "autodep_worker_processes",
         "autodep_inference_seconds_bucket",
+        "autodep_batch_phase_seconds_sum",
         "autodep_autoscaler_decisions_total",
     }
     assert wanted <= used, wanted - used
