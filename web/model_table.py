@@ -5,8 +5,9 @@ every one without a restart.
 The set is re-read at most every REFRESH_S, by the first request after that (a hook of
 web.routes.management), and at once when a request names a model this process does not know:
 the settings the routes get (:class:`LiveSettings`) look in Redis before answering "no such
-model". When the set changes, listeners update what holds models (the dispatcher's table, the
-metrics' labels). An unreadable Redis keeps the last set. Must not import torch or Flask.
+model" (such reads at most every FORCED_READ_MIN_S). When the set changes, listeners update
+what holds models (the dispatcher's table, the metrics' labels). An unreadable Redis keeps the
+last set. Must not import torch or Flask.
 """
 
 from __future__ import annotations
@@ -30,6 +31,11 @@ log = logging.getLogger(__name__)
 REFRESH_S = 1.0
 """Longest time a web process serves a model set older than Redis's (a DELETE done through
 another process takes effect here within this; a registration at once, on its first request)."""
+FORCED_READ_MIN_S = 0.05
+"""Shortest time between two reads forced by requests naming a model this process does not
+know: a flood of made-up names costs Redis at most 20 reads a second per web process, not one
+per request. A model registered elsewhere may thus answer 404 here for up to this long, and
+only while such a flood goes on."""
 
 
 class RegistrySource(Protocol):
@@ -72,7 +78,7 @@ class LiveSettings(Settings):
         found = Settings.model(self, name)
         table: ModelTable | None = getattr(self, "_table", None)
         if found is None and table is not None:
-            return Settings.model(table.refresh(force=True), name)
+            return Settings.model(table.refresh(miss=True), name)
         return found
 
 
@@ -83,16 +89,19 @@ class ModelTable:
         source: RegistrySource | None,
         *,
         refresh_s: float = REFRESH_S,
+        forced_min_s: float = FORCED_READ_MIN_S,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.static = static
         """config.toml's settings, as the process started with them."""
         self.source = source if static.management.enabled else None
         self._refresh_s = refresh_s
+        self._forced_min_s = forced_min_s
         self._clock = clock
         self._raw: dict[str, bytes] = {}
         self._settings = self._live(static)
         self._read_at = float("-inf")
+        self._missed_at = float("-inf")
         self._failing = False
         self._listeners: list[Callable[[Settings], None]] = []
         self._lock = threading.Lock()
@@ -101,6 +110,7 @@ class ModelTable:
     def _after_fork(self) -> None:
         self._lock = threading.Lock()
         self._read_at = float("-inf")  # the child reads Redis on its own first request
+        self._missed_at = float("-inf")
 
     def _live(self, settings: Settings) -> LiveSettings:
         fields = {f.name: getattr(settings, f.name) for f in dataclasses.fields(Settings)}
@@ -120,18 +130,27 @@ class ModelTable:
     def on_change(self, listener: Callable[[Settings], None]) -> None:
         self._listeners.append(listener)
 
-    def refresh(self, force: bool = False) -> Settings:
-        """Re-read the registry when the set is older than refresh_s (or `force`); returns the
-        set. A failed read keeps the last set and is tried again after refresh_s."""
+    def _due(self, now: float, force: bool, miss: bool) -> bool:
+        if self._failing or not (force or miss):
+            return now - self._read_at >= self._refresh_s
+        return force or now - self._missed_at >= self._forced_min_s
+
+    def refresh(self, force: bool = False, miss: bool = False) -> Settings:
+        """Re-read the registry when the set is older than refresh_s, at once with `force`
+        (management calls, after their own writes), or for a `miss` (a request named a model
+        not in the set) if the last miss read is FORCED_READ_MIN_S old; returns the set. A
+        failed read keeps the last set and is tried again after refresh_s."""
         if self.source is None:
             return self._settings
-        if not force and self._clock() - self._read_at < self._refresh_s:
+        if not self._due(self._clock(), force, miss):
             return self._settings
         with self._lock:
             now = self._clock()
-            if now - self._read_at < (self._refresh_s if not force or self._failing else 0.0):
+            if not self._due(now, force, miss):
                 return self._settings  # another thread read it meanwhile, or Redis is down
             self._read_at = now
+            if miss:
+                self._missed_at = now
             try:
                 raw = self.source.read()
             except (redis.RedisError, OSError) as exc:

@@ -17,7 +17,7 @@ from autodep_celery.config import ManagementSettings, ModelSettings, Settings
 from autodep_celery.web import management
 from autodep_celery.web.app import create_app
 from autodep_celery.web.dispatcher import Dispatcher
-from autodep_celery.web.model_table import ModelTable
+from autodep_celery.web.model_table import FORCED_READ_MIN_S, ModelTable
 from autodep_celery.web.testing import (
     FakeDispatcher,
     QueueReplySource,
@@ -307,11 +307,30 @@ def test_the_table_reads_at_most_every_interval_and_at_once_on_a_miss(settings: 
     assert [m.name for m in table.refresh().models] == ["cfg"]  # still fresh enough
     assert table.settings().model("new") is not None  # a miss reads at once
     assert source.reads == 2 and seen == [["cfg", "new"]]
+    clock.now += 0.0625  # > FORCED_READ_MIN_S, exact in binary
     assert table.settings().model("absent") is None and source.reads == 3
     del fake.hash["new"]
     clock.now += 1.0
     assert [m.name for m in table.refresh().models] == ["cfg"]
     assert seen[-1] == ["cfg"]
+
+
+def test_misses_read_the_registry_at_most_every_forced_interval(settings: Settings) -> None:
+    fake, clock = FakeRedis(), Clock()
+    source = Source(fake)
+    table = ModelTable(settings, source, refresh_s=1.0, clock=clock)
+    table.refresh()
+    assert FORCED_READ_MIN_S < 0.0625  # the steps below, exact in binary
+    clock.now += 0.0625
+    for n in range(100):  # a flood of made-up names
+        assert table.settings().model(f"made-up-{n}") is None
+    assert source.reads == 2, "one read for the whole flood"
+    registered(fake, "new")
+    assert table.settings().model("new") is None, "registered within the interval: not yet"
+    assert table.refresh(force=True).model("new") is not None, "management reads are not held"
+    registered(fake, "newer")
+    clock.now += 0.0625
+    assert table.settings().model("newer") is not None and source.reads == 4
 
 
 def test_an_unreadable_registry_keeps_the_last_set(settings: Settings) -> None:
