@@ -75,6 +75,8 @@ DEFAULT_DTYPE = "float32"
 _ARRAY_CODES = frozenset("BbhiqfdB")
 """Formats the array module packs and validates quickly; e (half) and ? (bool) go through struct."""
 _LITTLE = sys.byteorder == "little"
+_INF = math.inf
+_FLOAT32_MAX = 3.4028234663852886e38
 
 
 class TypedValueError(ValueError):
@@ -165,12 +167,23 @@ def pack(dt: DType, values: Sequence[Any]) -> bytes:
     try:
         if dt.code in _ARRAY_CODES:
             packed = array.array(dt.code, values)
+            if dt.code == "f" and (_INF in packed or -_INF in packed):
+                _refuse_overflow(dt, values, packed)
             if not _LITTLE:
                 packed.byteswap()
             return packed.tobytes()
         return struct.pack(f"<{len(values)}{dt.code}", *values)
     except (struct.error, OverflowError) as exc:  # float16 overflow; an int past any float
         raise TypedValueError(f"a value does not fit {dt.name}: {exc}") from None
+
+
+def _refuse_overflow(dt: DType, values: Sequence[Any], packed: array.array[Any]) -> None:
+    """array("f") turns a finite value beyond float32's range into inf without a word."""
+    for v, p in zip(values, packed, strict=True):
+        if math.isinf(p) and not (isinstance(v, float) and math.isinf(v)):
+            raise TypedValueError(
+                f"{v!r:.40} does not fit {dt.name} (largest magnitude {_FLOAT32_MAX:.7g})"
+            )
 
 
 def unpack(dt: DType, data: bytes) -> list[Any]:

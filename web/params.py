@@ -71,10 +71,14 @@ def decimal(params: Mapping[str, Any], key: str) -> float | None:
     if value is None or value == "":
         return None
     number = -1.0
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        number = float(value)
-    elif isinstance(value, str) and _DECIMAL.fullmatch(value) and len(value) <= MAX_DECIMAL_CHARS:
-        number = float(value)
+    try:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            number = float(value)
+        elif isinstance(value, str) and _DECIMAL.fullmatch(value):
+            if len(value) <= MAX_DECIMAL_CHARS:
+                number = float(value)
+    except OverflowError:  # an integer past any float: refused below
+        pass
     if not (math.isfinite(number) and number >= 0):
         raise _bad(f"{key} must be a number >= 0, not {value!r}"[:300])
     return number

@@ -208,7 +208,10 @@ def _scalar(value: dict[str, Any], where: str, depth: int) -> int | float | bool
     if isinstance(number, bool) or not isinstance(number, int | float):
         raise _error(where, f"a {dt.name} scalar takes a number, not {short(number)}")
     if dt.kind == "float":
-        return float(number)
+        try:
+            return float(number)
+        except OverflowError:  # an integer past any float
+            raise _error(where, f"{short(number)} does not fit {dt.name}") from None
     low, high = dt.bounds or (0, 0)
     if not isinstance(number, int):
         raise _error(where, f"an {dt.name} scalar takes a whole number, not {short(number)}")

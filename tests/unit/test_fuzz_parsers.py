@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import struct
 from typing import Any
 
@@ -296,4 +297,32 @@ def test_an_integer_past_any_float_is_a_typed_value_error(dtype: str) -> None:
     with pytest.raises(typed.TypedValueError, match=f"does not fit {dtype}"):
         typed.pack(typed.dtype(dtype), [1, 10**400])
     body = {"type": "tensor", "shape": [1], "value": [10**400], "data_type": dtype}
+    assert refused(torchserving_json.parse_body, body)
+
+
+@pytest.mark.parametrize("value", [1e39, -1e39, 10**39, 3.5e38])
+def test_a_finite_value_past_float32_is_refused_not_inf(value: float) -> None:
+    # array.array('f', [1e39]) gives inf without a word: the model got inf for a typo
+    with pytest.raises(typed.TypedValueError, match="does not fit float32"):
+        typed.pack(typed.dtype("float32"), [0.5, value])
+    body = {"type": "tensor", "shape": [1], "value": [value], "data_type": "float32"}
+    assert refused(torchserving_json.parse_body, body)
+    largest = typed.unpack(typed.dtype("float32"), typed.pack(typed.dtype("float32"), [3.4e38]))
+    assert largest[0] == pytest.approx(3.4e38, rel=1e-6)
+
+
+@given(st.floats(allow_nan=False, allow_infinity=False))
+def test_float32_packs_or_refuses_never_inf(value: float) -> None:
+    try:
+        packed = typed.pack(typed.dtype("float32"), [value])
+    except typed.TypedValueError:
+        assert abs(value) > 3.4028234663852886e38
+        return
+    assert math.isfinite(typed.unpack(typed.dtype("float32"), packed)[0])
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64", "float16"])
+def test_an_integer_past_any_float_as_a_scalar_is_refused(dtype: str) -> None:
+    # float(10**400) raised OverflowError: a 500 for a bad request (found by the property above)
+    body = {"type": "scalar", "value": 10**400, "data_type": dtype}
     assert refused(torchserving_json.parse_body, body)

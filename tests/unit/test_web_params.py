@@ -96,3 +96,10 @@ def test_json_numbers_are_taken_and_bounded() -> None:
     with pytest.raises(errors.ClientError, match="whole number"):
         management.parse_scale({"min_worker": 2.5})
     assert management.parse_scale({"min_worker": "", "max_worker": "3"}) == (1, 3, False)
+
+
+def test_an_integer_past_any_float_is_a_bad_decimal_not_a_crash() -> None:
+    # float(10**400) raised OverflowError (a 500) for a JSON body's huge integer
+    with pytest.raises(errors.AutodepError) as exc:
+        params.decimal({"max_batch_delay": 10**400}, "max_batch_delay")
+    assert exc.value.http_status == 400
