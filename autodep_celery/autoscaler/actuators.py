@@ -60,6 +60,11 @@ class CeleryPools:
             queue, destination=[hostname], reply=True, timeout=CONTROL_TIMEOUT_S
         )
 
+    def add_consumer(self, hostname: str, queue: str) -> None:
+        self._app.control.add_consumer(
+            queue, destination=[hostname], reply=True, timeout=CONTROL_TIMEOUT_S
+        )
+
 
 @dataclass
 class _Local:
@@ -132,8 +137,9 @@ class LocalWorkers:
             return
         log.info("started worker %s (pid %d, pool %d..%d)", model, child.pid, low, high)
 
-    def stop(self, model: str, drain: Callable[[], None] | None = None) -> None:
-        """Drain (in a thread, so the caller goes on), then warm-shut down `model`'s worker."""
+    def stop(self, model: str, drain: Callable[[], bool | None] | None = None) -> None:
+        """Drain (in a thread, so the caller goes on), then warm-shut down `model`'s worker;
+        a drain that answers False (demand came back) keeps the worker, serving again."""
         with self._lock:
             w = self._workers.get(model)
             if w is None or w.stopping:
@@ -142,8 +148,11 @@ class LocalWorkers:
 
         def run() -> None:
             try:
-                if drain is not None:
-                    drain()
+                if drain is not None and drain() is False:
+                    with self._lock:
+                        w.stopping = False
+                    log.info("demand for %s came back while draining: worker kept", model)
+                    return
             except Exception as exc:  # stop it anyway: a warm shutdown still finishes batches
                 log.warning("draining worker %s failed: %s", model, exc)
             w.child.stop()  # SIGTERM: Celery's warm shutdown, then SIGKILL after the grace
@@ -195,14 +204,23 @@ def drain_worker(
     busy: Callable[[], bool],
     timeout_s: float,
     clock: Callable[[], float] = time.monotonic,
-) -> None:
-    """Stop `hostname` taking new batches of `model`, then wait until it computes none."""
-    pools.cancel_consumer(hostname, queue_name(model))
+    wanted: Callable[[], bool] = lambda: False,
+    sleep: Callable[[float], None] = time.sleep,
+) -> bool:
+    """Stop `hostname` taking new batches of `model`, then wait until it computes none: True.
+    If `wanted` (batches of the model waiting again) turns true meanwhile, the worker takes
+    the queue again and the answer is False: stopping it would leave them to a cold start."""
+    queue = queue_name(model)
+    pools.cancel_consumer(hostname, queue)
     deadline = clock() + timeout_s
     quiet = 0
     while clock() < deadline:
+        if wanted():
+            pools.add_consumer(hostname, queue)
+            return False
         quiet = quiet + 1 if not busy() else 0
         if quiet >= 2:
-            return
-        time.sleep(0.25)
+            return True
+        sleep(0.25)
     log.warning("worker %s still busy after %.0f s of draining; stopping it", hostname, timeout_s)
+    return True

@@ -303,13 +303,23 @@ class Autoscaler:
             if not confirmed:
                 log.warning("worker %s did not confirm a pool of %d; retrying", w.hostname, n)
 
-    def _drainer(self, hostname: str, model: str) -> Callable[[], None]:
+    def _drainer(self, hostname: str, model: str) -> Callable[[], bool]:
         def busy() -> bool:
             procs = status.read_all(self._client)
             return any(p.worker == hostname and p.state == "Working" for p in procs)
 
-        def drain() -> None:
-            actuators.drain_worker(self._pools, hostname, model, busy, self.cfg.drain_timeout_s)
+        def wanted() -> bool:
+            """Batches of the model queued, or items waiting in a web process: demand is
+            back. A model unregistered meanwhile is never wanted."""
+            if self.settings.model(model) is None:
+                return False
+            signal = backlog.read(self._client, self.settings, []).get(model)
+            return signal is not None and (signal.queued > 0 or signal.pending > 0)
+
+        def drain() -> bool:
+            return actuators.drain_worker(
+                self._pools, hostname, model, busy, self.cfg.drain_timeout_s, wanted=wanted
+            )
 
         return drain
 
