@@ -28,7 +28,8 @@ HANDLERS = {"image_classifier": "ImageClassification"}
 REGISTER_PARAMS: dict[str, String] = {
     "url": String(
         min_length=1,
-        description="A TorchScript file inside [management] model_store, as a relative path",
+        description="A TorchScript file inside [management] model_store, as a relative path "
+        "(400 for NUL characters, '..', absolute paths and URLs; 404 for no such file)",
     ),
     "model_name": String(description="Name to serve it under (default: the file name)"),
     "batch_size": params.whole_spec(1, "Largest batch (max_batch_size; default 16)"),

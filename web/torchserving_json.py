@@ -320,14 +320,22 @@ _TYPED = (
         example={"type": "string", "value": "Hello!"},
     ),
     Object(
-        {"type": String(enum=("generic_dict",)), "value": MapOf(AnyValue())},
+        {
+            "type": String(enum=("generic_dict",)),
+            "value": MapOf(
+                AnyValue(description="A typed value, or an array of them (checked: 400 if not).")
+            ),
+        },
         required=("type", "value"),
     ),
 )
 ARGUMENT = OneOf(
     (
         *_TYPED,
-        ArrayOf(AnyValue(), description="A list argument: an array of typed values."),
+        ArrayOf(
+            AnyValue(),
+            description="A list argument: an array of typed values (checked: 400 if not).",
+        ),
         Null(description="None (parse_value)."),
     ),
     description="One forward() argument (null: None).",

@@ -105,6 +105,10 @@ BAD_REQUEST_EXPECTED = {
     "POST /v2/models/{model}/infer": "OIP answers 400 to any bad input (Triton does): data "
     "that does not fit its shape or datatype, binary data sizes, a missing data",
     "POST /v2/models/{model}/versions/{version}/infer": "as above",
+    "POST /serve": "typed values nest (a generic_dict's values, a list argument's items) and "
+    "this OpenAPI has no recursion, so the document cannot say what goes inside them",
+    "POST /management/models": "url must be a path inside the model store: NUL characters, "
+    "'..', absolute paths and URLs are refused, which a string schema cannot say",
 }
 """Operations whose parameters or fields constrain each other in ways OpenAPI cannot say: a 400
 for a combination the document allows is expected there (and only there)."""
