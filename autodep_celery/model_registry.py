@@ -155,6 +155,11 @@ def resolve_in_store(store: str, url: str) -> Path:
         )
     if "\0" in url:
         raise _client_error("url must not contain NUL characters", "invalid_url")
+    if not url.isascii():
+        try:
+            url.encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate: no file can have that name
+            raise _client_error("url must be valid Unicode text", "invalid_url") from None
     if _SCHEME.match(url) or url.startswith("//"):
         raise _client_error(
             f"url {url!r} is not a file in the model store: downloads (http://, s3://, file:) "
@@ -178,7 +183,7 @@ def resolve_in_store(store: str, url: str) -> Path:
         raise _client_error(
             f"no file {url!r} in the model store; copy it there first", "model_file_not_found", 404
         ) from None
-    except (OSError, RuntimeError) as exc:  # a symlink loop, a name too long
+    except (OSError, RuntimeError, ValueError) as exc:  # a symlink loop, a name too long
         raise _client_error(f"url {url!r} cannot be resolved: {exc}", "invalid_url") from None
     if not real.is_relative_to(root):
         raise _client_error(

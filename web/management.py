@@ -23,6 +23,8 @@ from autodep_celery.status import ProcStatus
 from autodep_celery.web import params
 from autodep_celery.web.spec import String
 
+MAX_BATCH_DELAY_MS = 60_000.0
+"""A batch gathering longer than a minute would outlive any request waiting in it."""
 HANDLERS = {"image_classifier": "ImageClassification"}
 """TorchServe's default handlers that match a task type here."""
 REGISTER_PARAMS: dict[str, String] = {
@@ -34,7 +36,7 @@ REGISTER_PARAMS: dict[str, String] = {
     "model_name": String(description="Name to serve it under (default: the file name)"),
     "batch_size": params.whole_spec(1, "Largest batch (max_batch_size; default 16)"),
     "max_batch_delay": params.decimal_spec(
-        "Milliseconds a batch may gather (max_batch_delay_ms; default 2)"
+        "Milliseconds a batch may gather (max_batch_delay_ms; default 2; at most 60000)"
     ),
     "initial_workers": params.whole_spec(
         0, "Pool processes kept (min_workers; default [autoscaler] min_workers)"
@@ -100,6 +102,17 @@ class Registration:
     task: str | None
 
 
+def _text_or_none(given: Mapping[str, Any], key: str) -> str | None:
+    """A string parameter, None when absent or empty; anything else (a JSON list, a number)
+    is a 400, not a value to guess about."""
+    value = given.get(key)
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise _bad(f"{key} must be a string, not {value!r}"[:300])
+    return value
+
+
 def parse_registration(given: Mapping[str, Any]) -> Registration:
     check_known(given, REGISTER_PARAMS)
     url = given.get("url")
@@ -112,8 +125,8 @@ def parse_registration(given: Mapping[str, Any]) -> Registration:
     name = given.get("model_name")
     if name is not None and not isinstance(name, str):
         raise _bad(f"model_name must be a string, not {name!r}")
-    task = given.get("task") or None
-    handler = given.get("handler") or None
+    task = _text_or_none(given, "task")
+    handler = _text_or_none(given, "handler")
     if handler is not None:
         if handler not in HANDLERS:
             raise _bad(
@@ -130,7 +143,7 @@ def parse_registration(given: Mapping[str, Any]) -> Registration:
         url=url,
         model_name=name or None,
         batch_size=params.whole(given, "batch_size", 1),
-        max_batch_delay_ms=params.decimal(given, "max_batch_delay"),
+        max_batch_delay_ms=params.decimal(given, "max_batch_delay", MAX_BATCH_DELAY_MS),
         initial_workers=params.whole(given, "initial_workers", 0),
         synchronous=params.boolean(given, "synchronous"),
         task=task,
@@ -146,6 +159,11 @@ def registered_model(reg: Registration, name: str, path: str) -> ModelSettings:
     if reg.max_batch_delay_ms is not None:
         changes["max_batch_delay_ms"] = reg.max_batch_delay_ms
     return dataclasses.replace(model, **changes)
+
+
+def _whole(ms: float) -> int | float:
+    """TorchServe's whole milliseconds, unless too large for a JSON integer (a config value)."""
+    return round(ms) if ms < 2**53 else ms
 
 
 def parse_scale(given: Mapping[str, Any]) -> tuple[int, int, bool]:
@@ -213,7 +231,7 @@ def describe(
             "minWorkers": low,
             "maxWorkers": high,
             "batchSize": model.max_batch_size,
-            "maxBatchDelay": round(model.max_batch_delay_ms),
+            "maxBatchDelay": _whole(model.max_batch_delay_ms),
             "loadedAtStartup": at_startup,
             "workers": [
                 worker(p, device.startswith("cuda")) for p in procs if model.name in p.models

@@ -65,8 +65,8 @@ def decimal_spec(description: str) -> String:
     )
 
 
-def decimal(params: Mapping[str, Any], key: str) -> float | None:
-    """The finite number >= 0 `key` holds, or None when it is absent or empty."""
+def decimal(params: Mapping[str, Any], key: str, maximum: float = math.inf) -> float | None:
+    """The finite number in [0, maximum] `key` holds, or None when it is absent or empty."""
     value = params.get(key)
     if value is None or value == "":
         return None
@@ -81,6 +81,8 @@ def decimal(params: Mapping[str, Any], key: str) -> float | None:
         pass
     if not (math.isfinite(number) and number >= 0):
         raise _bad(f"{key} must be a number >= 0, not {value!r}"[:300])
+    if number > maximum:
+        raise _bad(f"{key} must be at most {maximum:g}, not {value!r}"[:300])
     return number
 
 

@@ -68,6 +68,10 @@ MODELS = {
 ACCEPTED = ["2XX", "404", "409", "413", "422", "429"]
 """What a request the document accepts may get: success, or what no schema can say (unknown
 model, job or file; image or input too large; a model's own task; a full queue)."""
+REJECTED = ["400", "401", "403", "404", "405", "406", "409", "413", "415", "422", "428", "429"]
+"""What a request the document refuses may get: schemathesis's default list plus 413 (a
+multipart form of more parts than a route reads is refused as too large), and without its 5xx
+(not_a_server_error fails those anyway)."""
 CONFIG = f"""
 seed = {SEED}
 suppress-health-check = ["too_slow", "filter_too_much", "data_too_large"]
@@ -90,6 +94,7 @@ content_type_conformance.enabled = true
 response_headers_conformance.enabled = true
 response_schema_conformance.enabled = true
 negative_data_rejection.enabled = true
+negative_data_rejection.expected-statuses = {REJECTED!r}
 positive_data_acceptance.enabled = true
 positive_data_acceptance.expected-statuses = {ACCEPTED!r}
 missing_required_header.enabled = true

@@ -182,6 +182,8 @@ def test_a_symlink_out_of_the_store_is_refused(settings: Settings, store: Path) 
         ("url=tiny.pt&model_name=bad%20name", 400, "invalid_model_name"),
         ("url=tiny.pt&batch_size=0", 400, "invalid_parameter"),
         ("url=tiny.pt&max_batch_delay=-1", 400, "invalid_parameter"),
+        ("url=tiny.pt&max_batch_delay=18446744073709551616", 400, "invalid_parameter"),
+        ("url=tiny.pt&max_batch_delay=60001", 400, "invalid_parameter"),
         ("url=tiny.pt&initial_workers=x", 400, "invalid_parameter"),
         ("url=tiny.pt&synchronous=maybe", 400, "invalid_parameter"),
         ("url=tiny.pt&task=Classify", 400, "invalid_parameter"),
@@ -207,6 +209,46 @@ def test_a_second_registration_of_a_name_is_a_409_and_json_bodies_work(settings:
     assert w.client.post("/management/models", json=body).status_code == 409
     [described] = w.client.get("/management/models/t2").json
     assert described["minWorkers"] == 0
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"[" * 5000 + b"]" * 5000,  # the standard library's parser raised RecursionError
+        b'{"url": "\\ud800.pt"}',  # a lone surrogate: UnicodeEncodeError in the path check
+        b'{"url": "\xed\xa0\x80.pt"}',  # the same, as raw CESU-8 bytes
+        b'{"url": "tiny.pt", "model_name": "p", "handler": ["x"]}',  # unhashable
+        b'{"url": "tiny.pt", "model_name": "p", "handler": {"a": 1}}',
+        b'{"url": "tiny.pt", "model_name": "p", "task": 0}',  # was taken as "no task"
+        b'{"url": "tiny.pt", "model_name": "p", "task": []}',
+    ],
+)
+def test_json_bodies_the_fuzz_helper_found_are_400_not_500(settings: Settings, body: bytes) -> None:
+    w = web(settings, FakeRedis())
+    for method, path in (("POST", "/management/models"), ("PUT", "/management/models/cfg")):
+        r = w.client.open(path, method=method, data=body, content_type="application/json")
+        assert r.status_code == 400, (path, r.status_code, r.json)
+        assert r.json["error"]["code"] in (
+            "invalid_json",
+            "invalid_parameter",
+            "invalid_url",
+            "unknown_parameter",
+        )
+
+
+def test_a_lone_surrogate_url_is_refused_by_the_store_check(store: Path) -> None:
+    from autodep_celery import errors, model_registry
+
+    with pytest.raises(errors.ClientError) as exc:
+        model_registry.resolve_in_store(str(store), "\ud800.pt")
+    assert exc.value.code == "invalid_url"
+
+
+def test_a_config_batch_delay_past_any_json_integer_is_described(settings: Settings) -> None:
+    huge = ModelSettings("huge", "/elsewhere/h.pt", max_batch_delay_ms=1e30)
+    settings = dataclasses.replace(settings, models=(*settings.models, huge))
+    [described] = web(settings, FakeRedis()).client.get("/management/models/huge").json
+    assert described["maxBatchDelay"] == 1e30
 
 
 def test_a_config_model_is_unregistered_and_registered_again(settings: Settings) -> None:

@@ -17,6 +17,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import PurePosixPath
 from typing import Any
 
+import orjson
 import redis
 from flask import Blueprint, Response, request
 
@@ -99,7 +100,10 @@ def _params() -> Mapping[str, Any]:
     """The query string, and a JSON body's fields over it (TorchServe takes either)."""
     params: dict[str, Any] = request.args.to_dict()
     if request.mimetype == "application/json" and request.content_length:
-        body = request.get_json(silent=True)
+        try:  # orjson: a depth limit (no RecursionError) and strict UTF-8 (no lone surrogates)
+            body = orjson.loads(request.get_data(cache=False))
+        except orjson.JSONDecodeError:
+            body = None
         if not isinstance(body, dict):
             raise errors.InvalidJSON('the body must be a JSON object, e.g. {"url": "x.pt"}')
         params.update(body)
