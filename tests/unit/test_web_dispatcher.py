@@ -235,6 +235,62 @@ def test_batches_gather_for_half_a_round_trip_while_one_runs(rig):
     assert r.sent()[2:] == [["b", "c"]]
 
 
+def _reply_at(r: Rig, n: int, ms_per_item: int) -> None:
+    """Batch `n` comes back having computed `ms_per_item` per item (its forward's time)."""
+    batch = r.batch(n)
+    ns = ms_per_item * 1_000_000 * len(batch["items"])
+    r.reply(batch, [contract.ok_result({"Text": i["text"]}, ns) for i in batch["items"]])
+
+
+def _backlog_rig(rig: Callable[..., Rig]) -> Rig:
+    """A 50 ms/item model (batches of 4 = BATCH_TARGET_S, 8 = BACKLOG_TARGET_S), one worker
+    (two batches in flight), and "a"-"d" in flight after a full normal batch."""
+    r = rig(workers=1, max_batch_size=16, max_batch_delay_ms=0)
+    r.submit("first")
+    r.step()
+    _reply_at(r, 0, 50)
+    r.step()  # the first reply teaches the model's 50 ms per item
+    for t in "abcdefgh":  # two normal batches' worth: no backlog beyond them
+        r.submit(t)
+    r.step()
+    assert r.sent()[1:] == [["a", "b", "c", "d"], ["e", "f", "g", "h"]]
+    return r
+
+
+def test_slow_model_batches_grow_behind_a_backlog_when_that_pays(rig):
+    r = _backlog_rig(rig)
+    for t in "ijklmnopqrstu":
+        r.submit(t)
+    _reply_at(r, 1, 50)
+    r.step()  # 13 pending: a backlog, and a backlog-size batch was never measured: tried
+    assert r.sent()[3:] == [["i", "j", "k", "l", "m", "n", "o", "p"]]
+    _reply_at(r, 2, 50)
+    r.step()  # 5 pending: no backlog, normal size
+    assert r.sent()[4:] == [["q", "r", "s", "t"]]
+    for t in "ABCDEFGHIJKLM":
+        r.submit(t)
+    _reply_at(r, 3, 40)  # the batch of 8 computed 40 ms per item: bigger pays
+    r.step()
+    assert len(r.sent()[5]) == 8
+
+
+def test_backlog_batches_stay_normal_when_bigger_ones_compute_slower(rig):
+    r = _backlog_rig(rig)
+    for t in "ijklmnopqrstu":
+        r.submit(t)
+    _reply_at(r, 1, 50)
+    r.step()
+    assert len(r.sent()[3]) == 8  # tried once
+    for t in "ABCDEFGHIJKL":
+        r.submit(t)
+    _reply_at(r, 3, 60)  # 60 ms per item at 8 against 50 at 4 (a Xeon's caches, say)
+    r.step()  # (the model's mean per item is now 52 ms: normal batches of 3)
+    assert [len(b) for b in r.sent()[4:]] == [3]
+    _reply_at(r, 2, 50)
+    r.step()
+    assert [len(b) for b in r.sent()[5:]] == [3]  # a backlog still, but normal batches
+
+
 def test_late_reply_is_dropped_and_slot_freed_at_deadline(rig):
     r = rig()
     late = r.submit("late", timeout_s=0.25)
@@ -349,10 +405,10 @@ def test_slow_models_get_smaller_batches(rig):
     r.submit("a")
     r.step()
     assert r.sent()[1:] == [["a"]]  # idle: at once
-    for t in "bcdef":
+    for t in "bcde":  # two batches' worth: no backlog yet (see the next test)
         r.submit(t)
     r.step()
-    assert r.sent()[2:] == [["b", "c"]]  # and d, e, f wait: two batches in flight is the limit
+    assert r.sent()[2:] == [["b", "c"]]  # and d, e wait: two batches in flight is the limit
 
 
 def test_load_reports_pending_sent_and_the_oldest_wait(rig):
