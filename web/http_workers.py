@@ -10,8 +10,9 @@ shape of every other route instead of gunicorn's HTML page.
 gevent's worker already bounds the header read of each request by ``keepalive`` (its
 ``timeout_ctx``); the socket timeout adds the bound on the body. Selected by
 :mod:`web.gunicorn_conf` for ``web.worker_class`` ``gevent`` and ``gthread``; gunicorn imports this
-module in the master, so the patched error writer is inherited by every worker it forks. Must not
-import torch or Flask.
+module in the master, so the patched error writer is inherited by every worker it forks. Every
+response's head also leaves in the same send() as its first body chunk
+(:class:`CoalescingResponse`). Must not import torch or Flask.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import re
 from typing import Any
 
 from gunicorn import util
+from gunicorn.http import wsgi
 from gunicorn.workers.ggevent import GeventWorker as _GeventWorker
 from gunicorn.workers.gthread import ThreadWorker as _ThreadWorker
 
@@ -64,6 +66,41 @@ def _write_json_error(sock: Any, status_int: int, reason: str, mesg: str) -> Non
 
 
 util.write_error = _write_json_error  # base.Worker.handle_error calls util.write_error
+
+
+class CoalescingResponse(wsgi.Response):  # type: ignore[misc]  # gunicorn is untyped
+    """gunicorn's response, but the status line and headers leave in the same send() as the
+    first body chunk: gunicorn sends them apart, two syscalls and two TCP segments for every
+    JSON answer, which the client also reads in two wakes. Chunked responses and sendfile keep
+    gunicorn's own order (headers first)."""
+
+    _head: bytes = b""
+    headers_sent: bool  # set by gunicorn's __init__
+
+    def head_bytes(self) -> bytes:
+        """What gunicorn's send_headers() writes (tests/unit/test_http_workers.py compares)."""
+        tosend = self.default_headers()
+        tosend.extend([f"{k}: {v}\r\n" for k, v in self.headers])
+        head: bytes = util.to_bytestring("{}\r\n".format("".join(tosend)), "latin-1")
+        return head
+
+    def write(self, arg: Any) -> None:
+        if not self.headers_sent and not self.chunked:
+            self._head, self.headers_sent = self.head_bytes(), True
+        try:
+            super().write(arg)
+        finally:
+            if self._head:  # no body went out (HEAD, 204, an error): the head still must
+                head, self._head = self._head, b""
+                util.write(self.sock, head)
+
+    def _emit_body(self, data: bytes) -> None:
+        if self._head:
+            data, self._head = self._head + data, b""
+        util.write(self.sock, data, self.chunked)
+
+
+wsgi.Response = CoalescingResponse  # wsgi.create() builds every HTTP/1 response from this name
 
 
 class GeventWorker(_GeventWorker):  # type: ignore[misc]  # gunicorn is untyped
