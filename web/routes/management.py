@@ -157,7 +157,9 @@ def describe(model_name: str, version: str | None = None) -> Response:
     management.check_version(model_name, version)
     model = _served(model_name)
     table = routes.model_table()
-    procs = routes.status().procs()
+    # read now, not the view cached for up to worker_check_interval_s: a describe right
+    # after a synchronous scale must list the processes that scale waited for
+    procs = routes.status().procs(fresh=True)
     body = management.describe(routes.settings(), table.static, table.raw(), model, procs)
     return json_response(body)
 
