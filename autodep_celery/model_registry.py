@@ -183,7 +183,9 @@ def resolve_in_store(store: str, url: str) -> Path:
         raise _client_error(
             f"no file {url!r} in the model store; copy it there first", "model_file_not_found", 404
         ) from None
-    except (OSError, RuntimeError, ValueError) as exc:  # a symlink loop, a name too long
+    # a symlink loop, a name too long; ValueError: whatever else the path API refuses (NUL and
+    # lone surrogates are refused above with a clearer message)
+    except (OSError, RuntimeError, ValueError) as exc:
         raise _client_error(f"url {url!r} cannot be resolved: {exc}", "invalid_url") from None
     if not real.is_relative_to(root):
         raise _client_error(
